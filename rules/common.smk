@@ -1,0 +1,203 @@
+"""Paths, resources and input helpers shared by every rule."""
+
+import itertools
+import os
+from pathlib import Path
+
+# Step programs import the project's library from src/, wherever Snakemake runs them (locally,
+# in a conda env, or inside a SLURM job that re-reads this file).
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(Path(workflow.basedir) / "src"), os.environ.get("PYTHONPATH")) if p
+)
+
+TOY = config["scale"] == "toy"
+SKILLS = list(config["data"]["skills"])
+SUITES = list(config["evaluation"]["suites"])
+REGIMES = ["ptm", "cft", "rt", "cft-match"]
+MERGE_METHODS = {"ta": "task_arithmetic", "ties": "ties", "dare": "dare", "dareties": "dare_ties"}
+
+
+wildcard_constraints:
+    skill="|".join(SKILLS),
+    size="all|[0-9]+pct|n[0-9]+|pertask[0-9]+",
+    regime="|".join(REGIMES),
+    dataset="general|" + "|".join(SKILLS),
+    weighting="heuristic|grid",
+    skillset="[a-z0-9_]+-[a-z0-9]+(\\+[a-z0-9_]+-[a-z0-9]+)*",
+
+
+def prov(path):
+    """The provenance record that sits beside an artifact (a file or a folder)."""
+    return f"{Path(path)}.prov.json"
+
+
+def artifact(path, folder=False):
+    """A declared output and its provenance record, as named outputs."""
+    return {"artifact": directory(path) if folder else path, "prov": prov(path)}
+
+
+def resources_for(family):
+    """Resources of a rule family from the config, falling back to `default`."""
+    merged = {"threads": 1, "mem_mb": 2000, "runtime": 30, "gpu": 0}
+    merged.update(config["resources"].get("default", {}))
+    merged.update(config["resources"].get(family, {}))
+    return merged
+
+
+def res(family, key):
+    return resources_for(family)[key]
+
+
+def gpu_resources(family):
+    """Only rules that ask for GPUs carry GPU keys, so the SLURM plugin adds --gpus for them."""
+    spec = resources_for(family)
+    extra = {}
+    if spec["gpu"]:
+        extra["gpu"] = spec["gpu"]
+        extra["cpus_per_gpu"] = spec.get("cpus_per_gpu", spec["threads"])
+        if "gpu_model" in spec:
+            extra["gpu_model"] = spec["gpu_model"]
+    return extra
+
+
+def log_path(rule_name, *parts):
+    return f"results/logs/{rule_name}/{'-'.join(parts) or rule_name}.log"
+
+
+def bench_path(rule_name, *parts):
+    return f"results/benchmarks/{rule_name}/{'-'.join(parts) or rule_name}.tsv"
+
+
+# ---- datasets ------------------------------------------------------------------------------
+
+
+def dataset_config(dataset):
+    if dataset == "general":
+        return config["data"]["general"]
+    return config["data"]["skills"][dataset]
+
+
+def source_path(dataset):
+    """The full dataset before subsetting: made by the toy world or fetched from the hub."""
+    spec = dataset_config(dataset)
+    if spec["source"] == "world":
+        return f"results/world/{dataset}.jsonl"
+    if spec["source"] == "file":
+        return spec["path"]
+    return f"results/sources/{dataset}.jsonl"
+
+
+def subset_path(dataset, size):
+    return f"results/data/{dataset}/{size}.jsonl"
+
+
+def general_subset():
+    return subset_path("general", config["data"]["general"]["size"])
+
+
+# ---- models --------------------------------------------------------------------------------
+
+
+def model_dir(model_id):
+    return f"results/models/{model_id}"
+
+
+THETA_PRE = model_dir("pretrained")
+THETA_G = model_dir("general")
+
+
+def task_vector_path(skill, size):
+    return f"results/taskvectors/{skill}-{size}.safetensors"
+
+
+def parse_skillset(skillset):
+    """'science-all+safety-n500' -> [('science', 'all'), ('safety', 'n500')]."""
+    return [tuple(part.rsplit("-", 1)) for part in skillset.split("+")]
+
+
+def skillset_id(pairs):
+    return "+".join(f"{skill}-{size}" for skill, size in pairs)
+
+
+# ---- evaluations ---------------------------------------------------------------------------
+
+
+def eval_dir(model_id):
+    return f"results/evals/{model_id}"
+
+
+def merge_id(method, weighting, pairs):
+    return f"merge-{method}-{weighting}-{skillset_id(pairs)}"
+
+
+def first_size(skill):
+    return config["data"]["skills"][skill]["sizes"][0]
+
+
+def table5_merges():
+    """Table 5's rows: each skill alone, every pair, and all skills, at the heuristic ω."""
+    pairs = [(skill, first_size(skill)) for skill in SKILLS]
+    combos = [c for k in range(1, len(pairs) + 1) for c in itertools.combinations(pairs, k)]
+    return [merge_id("ta", "heuristic", list(combo)) for combo in combos]
+
+
+# ---- rule inputs and params ----------------------------------------------------------------
+
+
+def train_params(kind):
+    return {
+        "train": config["training"][kind],
+        "checkpoint_every": config["training"]["checkpoint_every"],
+        "seed": config["seed"],
+        "dtype": config["model"]["dtype"],
+    }
+
+
+def regime_inputs(wildcards):
+    """PTM and RT start from θ_pre, CFT from θ_G; RT and CFT-match also see general data."""
+    skill_data = subset_path(wildcards.skill, wildcards.size)
+    inputs = {"init": THETA_G if wildcards.regime.startswith("cft") else THETA_PRE}
+    inputs["data"] = skill_data
+    if wildcards.regime in ("rt", "cft-match"):
+        inputs["general"] = general_subset()
+    return inputs
+
+
+def merge_inputs(wildcards):
+    """θ_G, the task vectors of the skill set, and the data subsets that size the heuristic ω."""
+    pairs = parse_skillset(wildcards.skillset)
+    return {
+        "theta_general": THETA_G,
+        "task_vectors": [task_vector_path(skill, size) for skill, size in pairs],
+        "skill_data": [subset_path(skill, size) for skill, size in pairs],
+        "general_data": general_subset(),
+    }
+
+
+def merge_params(wildcards):
+    return {
+        "method": MERGE_METHODS[wildcards.method],
+        "weighting": wildcards.weighting,
+        "skills": [skill for skill, _ in parse_skillset(wildcards.skillset)],
+        "omega_grid": config["merge"]["omega_grid"],
+        "density": config["merge"]["density"],
+        "resize_vocab": config["merge"]["resize_vocab"],
+        "seed": config["seed"],
+    }
+
+
+def eval_params():
+    return {
+        "suites": SUITES,
+        "tasks": config["evaluation"]["tasks"],
+        "batch_size": config["evaluation"]["batch_size"],
+        "max_gen_toks": config["evaluation"]["max_gen_toks"],
+        "limit": config["evaluation"]["limit"],
+        "include_path": config["evaluation"]["include_path"],
+        "seed": config["seed"],
+    }
+
+
+def suite_data():
+    """The toy suites read the world's eval files; paper suites are lm-eval's own tasks."""
+    return [f"results/world/eval/{suite}.jsonl" for suite in SUITES] if TOY else []

@@ -1,0 +1,75 @@
+"""Datasets: the toy world (embedded scale) or hub datasets (paper scale), then subsets."""
+
+WORLD_FILES = ["corpus", "general", *SKILLS]
+
+
+if TOY:
+
+    rule world:
+        """Generate the toy world: corpus, general mix, skills, eval suites and tokenizer."""
+        output:
+            **{name: f"results/world/{name}.jsonl" for name in WORLD_FILES},
+            **{f"{name}_prov": prov(f"results/world/{name}.jsonl") for name in WORLD_FILES},
+            **{f"eval_{s}": f"results/world/eval/{s}.jsonl" for s in SUITES},
+            **{f"eval_{s}_prov": prov(f"results/world/eval/{s}.jsonl") for s in SUITES},
+            tokenizer=directory("results/world/tokenizer"),
+            tokenizer_prov=prov("results/world/tokenizer"),
+        params:
+            world=config["world"],
+            skills=SKILLS,
+        log:
+            log_path("world"),
+        benchmark:
+            bench_path("world")
+        threads: 1
+        resources:
+            mem_mb=res("default", "mem_mb"),
+            runtime=res("default", "runtime"),
+        conda:
+            "../envs/data.yaml"
+        script:
+            "../scripts/make_world.py"
+
+else:
+
+    rule fetch_dataset:
+        """Download one hub dataset at a pinned revision into chat-format JSONL."""
+        output:
+            **artifact("results/sources/{dataset}.jsonl"),
+        params:
+            spec=lambda wc: dataset_config(wc.dataset),
+        log:
+            log_path("fetch_dataset", "{dataset}"),
+        benchmark:
+            bench_path("fetch_dataset", "{dataset}")
+        threads: 1
+        resources:
+            mem_mb=res("data", "mem_mb"),
+            runtime=res("data", "runtime"),
+        conda:
+            "../envs/data.yaml"
+        script:
+            "../scripts/fetch_dataset.py"
+
+
+rule subset:
+    """Draw a seeded subset of a dataset: all, N% (20pct), N examples (n500), N per task."""
+    input:
+        source=lambda wc: source_path(wc.dataset),
+    output:
+        **artifact("results/data/{dataset}/{size}.jsonl"),
+    params:
+        size="{size}",
+        seed=lambda wc: dataset_config(wc.dataset)["seed"],
+    log:
+        log_path("subset", "{dataset}", "{size}"),
+    benchmark:
+        bench_path("subset", "{dataset}", "{size}")
+    threads: 1
+    resources:
+        mem_mb=res("default", "mem_mb"),
+        runtime=res("default", "runtime"),
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/subset.py"

@@ -1,0 +1,52 @@
+"""Evaluation through lm-eval: trained models, and merges evaluated in memory."""
+
+
+rule evaluate_model:
+    """Every suite on one trained model folder: one lm-eval JSON per suite."""
+    input:
+        model=lambda wc: model_dir(wc.model),
+        suites=suite_data(),
+    output:
+        **artifact(eval_dir("{model}"), folder=True),
+    params:
+        **eval_params(),
+    wildcard_constraints:
+        model="pretrained|general|(" + "|".join(REGIMES) + ")-[a-z0-9_]+-[a-z0-9]+",
+    log:
+        log_path("evaluate_model", "{model}"),
+    benchmark:
+        bench_path("evaluate_model", "{model}")
+    threads: res("evaluate", "threads")
+    resources:
+        mem_mb=res("evaluate", "mem_mb"),
+        runtime=res("evaluate", "runtime"),
+        **gpu_resources("evaluate"),
+    conda:
+        "../envs/eval.yaml"
+    script:
+        "../scripts/evaluate.py"
+
+
+rule evaluate_merge:
+    """θ_G + Σ ω_k·τ_k merged in place, at the heuristic ω or over the ω grid, and evaluated."""
+    input:
+        unpack(merge_inputs),
+        suites=suite_data(),
+    output:
+        **artifact(eval_dir("merge-{method}-{weighting}-{skillset}"), folder=True),
+    params:
+        **eval_params(),
+        recipe=merge_params,
+    log:
+        log_path("evaluate_merge", "{method}", "{weighting}", "{skillset}"),
+    benchmark:
+        bench_path("evaluate_merge", "{method}", "{weighting}", "{skillset}")
+    threads: res("evaluate", "threads")
+    resources:
+        mem_mb=res("evaluate", "mem_mb"),
+        runtime=res("evaluate", "runtime"),
+        **gpu_resources("evaluate"),
+    conda:
+        "../envs/eval.yaml"
+    script:
+        "../scripts/evaluate.py"

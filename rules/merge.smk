@@ -1,0 +1,45 @@
+"""Task vectors τ = θ_D − θ_pre, and merged models written to disk when asked for."""
+
+
+rule task_vector:
+    """τ_D = θ_D − θ_pre, streamed tensor by tensor into one safetensors file."""
+    input:
+        theta_pre=THETA_PRE,
+        theta_d=model_dir("ptm-{skill}-{size}"),
+    output:
+        **artifact(task_vector_path("{skill}", "{size}")),
+    log:
+        log_path("task_vector", "{skill}", "{size}"),
+    benchmark:
+        bench_path("task_vector", "{skill}", "{size}")
+    threads: 1
+    resources:
+        mem_mb=res("merge", "mem_mb"),
+        runtime=res("merge", "runtime"),
+    conda:
+        "../envs/merge.yaml"
+    script:
+        "../scripts/task_vector.py"
+
+
+rule merge_model:
+    """A merged model kept on disk (evaluation merges in memory; ask for this to keep one)."""
+    input:
+        unpack(merge_inputs),
+        theta_pre=THETA_PRE,
+    output:
+        **artifact("results/merged/merge-{method}-{weighting}-{skillset}", folder=True),
+    params:
+        recipe=merge_params,
+    log:
+        log_path("merge_model", "{method}", "{weighting}", "{skillset}"),
+    benchmark:
+        bench_path("merge_model", "{method}", "{weighting}", "{skillset}")
+    threads: 1
+    resources:
+        mem_mb=res("merge", "mem_mb"),
+        runtime=res("merge", "runtime"),
+    conda:
+        "../envs/merge.yaml"
+    script:
+        "../scripts/merge.py"

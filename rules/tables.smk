@@ -1,0 +1,50 @@
+"""The paper's tables, computed from the evaluation JSONs only."""
+
+
+rule table5:
+    """Table 5: θ_G, each skill at its heuristic ω, every pair, and all skills merged."""
+    input:
+        baseline=eval_dir("general"),
+        merges=[eval_dir(m) for m in table5_merges()],
+    output:
+        **artifact("results/table5.csv"),
+    params:
+        suites=SUITES,
+        skills=SKILLS,
+    log:
+        log_path("table5"),
+    benchmark:
+        bench_path("table5")
+    threads: 1
+    resources:
+        mem_mb=res("default", "mem_mb"),
+        runtime=res("default", "runtime"),
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../scripts/table.py"
+
+
+rule figure1:
+    """Figure 1: general and skill scores along the ω grid, the heuristic ω marked."""
+    input:
+        baseline=eval_dir("general"),
+        sweeps=[
+            eval_dir(merge_id("ta", "grid", [(skill, first_size(skill))])) for skill in SKILLS
+        ],
+    output:
+        **artifact("results/figure1.csv"),
+        figure="results/figures/figure1.png",
+        figure_prov=prov("results/figures/figure1.png"),
+    log:
+        log_path("figure1"),
+    benchmark:
+        bench_path("figure1")
+    threads: 1
+    resources:
+        mem_mb=res("default", "mem_mb"),
+        runtime=res("default", "runtime"),
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../scripts/figure.py"

@@ -1,0 +1,104 @@
+"""Models: θ_pre (trained on the toy corpus, or fetched), θ_G, and one rule for every regime."""
+
+
+if TOY:
+
+    rule pretrain:
+        """θ_pre: a small Llama trained from scratch on the world's plain-sentence corpus."""
+        input:
+            corpus="results/world/corpus.jsonl",
+            tokenizer="results/world/tokenizer",
+        output:
+            **artifact(THETA_PRE, folder=True),
+        params:
+            **train_params("pretrain"),
+            regime="pretrain",
+            architecture=config["model"]["toy"],
+            resume_dir="results/.resume/pretrained",
+        log:
+            log_path("pretrain"),
+        benchmark:
+            bench_path("pretrain")
+        threads: res("pretrain", "threads")
+        resources:
+            mem_mb=res("pretrain", "mem_mb"),
+            runtime=res("pretrain", "runtime"),
+            **gpu_resources("pretrain"),
+        conda:
+            "../envs/train.yaml"
+        script:
+            "../scripts/train.py"
+
+else:
+
+    rule fetch_base:
+        """θ_pre: a hub snapshot at a pinned revision (Llama-2-7B at paper scale)."""
+        output:
+            **artifact(THETA_PRE, folder=True),
+        params:
+            base=config["model"]["base"],
+            revision=config["model"]["revision"],
+            dtype=config["model"]["dtype"],
+        log:
+            log_path("fetch_base"),
+        benchmark:
+            bench_path("fetch_base")
+        threads: 1
+        resources:
+            mem_mb=res("data", "mem_mb"),
+            runtime=res("data", "runtime"),
+        conda:
+            "../envs/train.yaml"
+        script:
+            "../scripts/fetch_base.py"
+
+
+rule train_general:
+    """θ_G: θ_pre finetuned on the general mix G."""
+    input:
+        init=THETA_PRE,
+        data=general_subset(),
+    output:
+        **artifact(THETA_G, folder=True),
+    params:
+        **train_params("finetune"),
+        regime="general",
+        resume_dir="results/.resume/general",
+    log:
+        log_path("train_general"),
+    benchmark:
+        bench_path("train_general")
+    threads: res("finetune", "threads")
+    resources:
+        mem_mb=res("finetune", "mem_mb"),
+        runtime=res("finetune", "runtime"),
+        **gpu_resources("finetune"),
+    conda:
+        "../envs/train.yaml"
+    script:
+        "../scripts/train.py"
+
+
+rule train_regime:
+    """θ_D (ptm), θ_CFT (cft), θ_RT (rt) or θ_CFT on D plus as much G (cft-match)."""
+    input:
+        unpack(regime_inputs),
+    output:
+        **artifact(model_dir("{regime}-{skill}-{size}"), folder=True),
+    params:
+        **train_params("finetune"),
+        regime="{regime}",
+        resume_dir="results/.resume/{regime}-{skill}-{size}",
+    log:
+        log_path("train_regime", "{regime}", "{skill}", "{size}"),
+    benchmark:
+        bench_path("train_regime", "{regime}", "{skill}", "{size}")
+    threads: res("finetune", "threads")
+    resources:
+        mem_mb=res("finetune", "mem_mb"),
+        runtime=res("finetune", "runtime"),
+        **gpu_resources("finetune"),
+    conda:
+        "../envs/train.yaml"
+    script:
+        "../scripts/train.py"

@@ -1,0 +1,96 @@
+"""Train one model: θ_pre (toy pretraining), θ_G, or a regime (ptm, cft, rt, cft-match).
+
+Reads the init model (or builds the toy architecture), tokenizes its data, trains with
+checkpoints in params.resume_dir (resumed when a run is restarted), and writes the model
+folder atomically in Hugging Face format.
+"""
+
+import random
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from mtl.io import atomic_dir, read_jsonl, write_json
+from mtl.provenance import Step, hash_file, load_record
+from mtl.stepkit import setup
+from mtl.toy_model import build_model
+from mtl.training import (
+    TrainConfig,
+    clear_checkpoint,
+    encode_chat,
+    encode_corpus,
+    fingerprint,
+    train,
+)
+
+smk = snakemake
+params = smk.params
+log = setup(smk, seed=params.seed)
+regime = params.regime
+cfg = TrainConfig(
+    lr=params.train["lr"],
+    batch_size=params.train["batch_size"],
+    epochs=params.train["epochs"],
+    warmup_ratio=params.train["warmup_ratio"],
+    weight_decay=params.train["weight_decay"],
+    max_len=params.train["max_len"],
+    micro_batch=params.train.get("micro_batch"),
+    checkpoint_every=params.checkpoint_every,
+    seed=params.seed,
+)
+dtype = getattr(torch, params.dtype)
+
+with Step.from_snakemake(smk, seed=params.seed) as step:
+    # ---- model and tokenizer
+    if regime == "pretrain":
+        tokenizer = AutoTokenizer.from_pretrained(smk.input.tokenizer)
+        arch = params.architecture
+        model = build_model(
+            len(tokenizer), arch["hidden"], arch["layers"], arch["heads"],
+            arch["intermediate"], arch["max_positions"], tokenizer,
+        )
+        init_id = fingerprint(arch, hash_file(Path(smk.input.tokenizer) / "tokenizer.json"))
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(smk.input.init)
+        model = AutoModelForCausalLM.from_pretrained(smk.input.init, dtype=torch.float32)
+        init_id = load_record(smk.input.init)["hash"]
+    log.info("%s: %.2fM parameters", regime, sum(p.numel() for p in model.parameters()) / 1e6)
+
+    # ---- data
+    if regime == "pretrain":
+        examples = encode_corpus(read_jsonl(smk.input.corpus, required=("text",)), tokenizer,
+                                 cfg.max_len)
+    else:
+        rows = read_jsonl(smk.input.data, required=("messages",))
+        if regime in ("rt", "cft-match"):
+            general = read_jsonl(smk.input.general, required=("messages",))
+            if regime == "cft-match":
+                # "Match" mixes add as many general examples as the skill has (the paper's
+                # WiSE-FT figure); the draw is seeded so reruns pick the same rows.
+                general = random.Random(params.seed).sample(general, min(len(rows),
+                                                                         len(general)))
+            rows = general + rows
+        examples = encode_chat(rows, tokenizer, cfg.max_len, source=str(smk.input.data))
+    data_files = [f for f in smk.input if not Path(f).is_dir()]
+    log.info("%d training sequences from %s", len(examples), ", ".join(map(str, data_files)))
+
+    # ---- train (resumable) and save
+    run_id = fingerprint(regime, init_id, [hash_file(f) for f in data_files], cfg.__dict__)
+    summary = train(model, examples, cfg, tokenizer.pad_token_id, Path(params.resume_dir),
+                    run_id)
+    model.to(dtype)
+    with atomic_dir(smk.output.artifact) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        # Only facts that are the same on every rerun go inside the artifact (wall time and
+        # resume points live in the provenance record), so reruns are byte-identical.
+        write_json(Path(tmp) / "training_summary.json",
+                   {"regime": regime, "steps": summary["steps"],
+                    "examples": summary["examples"], "final_loss": summary["final_loss"],
+                    "config": summary["config"]})
+    clear_checkpoint(Path(params.resume_dir))
+    step.note(regime=regime, run_id=run_id, **{k: summary[k] for k in
+                                               ("steps", "examples", "final_loss",
+                                                "resumed_from_step", "mixed_precision",
+                                                "seconds")})

@@ -1,0 +1,485 @@
+"""Audit where artifacts came from: walk their provenance records back to the raw data.
+
+    python -m mtl.audit results/table5.csv [more targets] [--json] [--cells] [--root DIR]
+
+Every artifact on the way is re-hashed (once per run) and reported as
+- verified:  its content matches its record and everything it was built from is unchanged;
+- modified:  its content differs from its own record (or, for raw data without a record, from
+             the hash its consumer recorded);
+- stale:     it was built from something that has changed since: an input that was rebuilt,
+             edited, or is itself stale (the input is named);
+- missing:   it is not on disk, either reproducible (its record or a consumer's recipe says how
+             to rebuild it, e.g. a merged model that was evaluated without being kept) or not;
+- no-record: it exists but has no (readable) provenance record where one is expected.
+
+Exit status: 0 when nothing is modified, stale, without record or irrecoverably missing; 1
+otherwise; 2 for a usage error (such as --cells on a target whose record has no cells note).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mtl.provenance import (
+    ProvenanceError,
+    artifact_of,
+    config_lookup,
+    hash_file,
+    is_sidecar,
+    load_record,
+    manifest,
+    manifest_hash,
+    sidecar,
+)
+
+VERIFIED = "verified"
+MODIFIED = "modified"
+STALE = "stale"
+MISSING = "missing"
+NO_RECORD = "no-record"
+# Worst first: a table cell takes the worst status of the artifacts it depends on.
+STATUSES = (MODIFIED, STALE, NO_RECORD, MISSING, VERIFIED)
+
+
+class AuditError(Exception):
+    """The audit was asked for something the records cannot answer."""
+
+
+def short(digest: str | None) -> str:
+    return "none" if digest is None else digest[: len("sha256:") + 12]
+
+
+@dataclass
+class Edge:
+    name: str
+    path: str
+    recorded_hash: str
+
+
+@dataclass
+class Node:
+    path: str
+    status: str = VERIFIED
+    exists: bool = True
+    kind: str | None = None  # "file", "dir", "virtual" (noted by a consumer, never written)
+    record: dict | None = None
+    disk_hash: str | None = None
+    reproducible: bool | None = None
+    recipe: str | None = None
+    reasons: list[str] = field(default_factory=list)  # about its own content or record
+    stale: list[str] = field(default_factory=list)  # about what it was built from
+    origins: list[str] = field(default_factory=list)  # the changed artifacts behind `stale`
+    changed_files: list[str] = field(default_factory=list)  # inside a folder
+    inputs: list[Edge] = field(default_factory=list)
+    derived: list[str] = field(default_factory=list)
+    code_changed: list[str] = field(default_factory=list)
+
+    @property
+    def recorded_hash(self) -> str | None:
+        return self.record["hash"] if self.record else None
+
+    @property
+    def problem(self) -> bool:
+        if self.status == MISSING:
+            return not self.reproducible
+        return self.status != VERIFIED
+
+    def label(self) -> str:
+        text = self.status.upper() if self.problem else self.status
+        return f"{text} (reproducible)" if self.status == MISSING and self.reproducible else text
+
+    def to_json(self) -> dict[str, Any]:
+        record = self.record or {}
+        return {
+            "status": self.status,
+            "problem": self.problem,
+            "exists": self.exists,
+            "kind": self.kind,
+            "sidecar": sidecar(self.path).as_posix() if self.record else None,
+            "rule": record.get("rule"),
+            "wildcards": record.get("wildcards"),
+            "recorded_hash": self.recorded_hash,
+            "disk_hash": self.disk_hash,
+            "reproducible": self.reproducible,
+            "recipe": self.recipe,
+            "reasons": self.reasons,
+            "stale_inputs": self.stale,
+            "stale_because": self.origins,
+            "changed_files": self.changed_files,
+            "inputs": [vars(edge) for edge in self.inputs],
+            "derived": self.derived,
+            "code_changed": self.code_changed,
+        }
+
+
+class Auditor:
+    """Walks records under `root`; every path is hashed at most once per Auditor."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.nodes: dict[str, Node] = {}
+        self._hashes: dict[str, str] = {}
+        self._manifests: dict[str, dict[str, str]] = {}
+        # path -> recipe text, for models that consumers evaluated without writing them.
+        self._recipes: dict[str, str] = {}
+        self._scanned = False
+
+    def key(self, target: str) -> str:
+        """Record-style key of a command-line target: relative to root, posix, no sidecar suffix."""
+        path = Path(target)
+        if path.is_absolute():
+            path = Path(os.path.relpath(path, self.root.resolve()))
+        text = Path(os.path.normpath(path)).as_posix()
+        return artifact_of(text).as_posix() if is_sidecar(text) else text
+
+    def target(self, target: str) -> str:
+        key = self.key(target)
+        node = self.visit(key)
+        # A target is audited to learn where it came from, so it must have a record.
+        if node.record is None and node.exists and node.status == VERIFIED:
+            node.status = NO_RECORD
+            node.reasons.append(f"no provenance record {sidecar(key).as_posix()}")
+        return key
+
+    def _hash(self, key: str) -> str:
+        if key not in self._hashes:
+            full = self.root / key
+            self._hashes[key] = (
+                manifest_hash(self._manifest(key)) if full.is_dir() else hash_file(full)
+            )
+        return self._hashes[key]
+
+    def _manifest(self, key: str) -> dict[str, str]:
+        if key not in self._manifests:
+            self._manifests[key] = manifest(self.root / key)
+        return self._manifests[key]
+
+    def visit(self, key: str) -> Node:
+        if key in self.nodes:
+            return self.nodes[key]
+        # Registered before its inputs are walked, so a (hand-made) cyclic record terminates.
+        node = self.nodes[key] = Node(key)
+        full = self.root / key
+        node.exists = full.exists()
+        if node.exists:
+            node.kind = "dir" if full.is_dir() else "file"
+        if sidecar(full).exists():
+            try:
+                node.record = load_record(full)
+            except ProvenanceError as err:
+                node.status = NO_RECORD
+                node.reasons.append(str(err))
+                return node
+            self._check_record(node)
+        elif not node.exists:
+            node.status = MISSING
+            node.recipe = self._recipe(key)
+            node.reproducible = node.recipe is not None
+        return node
+
+    def _check_record(self, node: Node) -> None:
+        record = node.record
+        assert record is not None
+        if node.exists:
+            self._check_content(node, record)
+        else:
+            node.kind = record.get("kind")
+            node.status = MISSING
+            node.reproducible = True
+            node.recipe = f"not kept; rule {record.get('rule')} rebuilds it (its record is kept)"
+        self._register_derived(node.path, record)
+        for name, entries in sorted(record["inputs"].items()):
+            for entry in entries:
+                child = self.visit(entry["path"])
+                node.inputs.append(Edge(name, entry["path"], entry["hash"]))
+                self._check_edge(node, name, entry, child)
+        for entry in record.get("notes", {}).get("derived", []):
+            node.derived.append(self._derived_node(node, entry).path)
+        code = record.get("code", {}).get("files", {})
+        node.code_changed = sorted(
+            name
+            for name, digest in code.items()
+            if (self.root / name).is_file() and self._hash(name) != digest
+        )
+        node.origins = sorted(set(node.origins))
+        if node.stale and node.status in (VERIFIED, MISSING):
+            node.status = STALE
+
+    def _check_content(self, node: Node, record: dict[str, Any]) -> None:
+        recorded_kind = record.get("kind", "file")
+        if recorded_kind != node.kind:
+            node.status = MODIFIED
+            node.reasons.append(f"recorded as a {recorded_kind}, now a {node.kind}")
+            return
+        node.disk_hash = self._hash(node.path)
+        if node.disk_hash == record["hash"]:
+            return
+        node.status = MODIFIED
+        node.reasons.append(
+            f"content {short(node.disk_hash)} differs from its record {short(record['hash'])}"
+        )
+        if node.kind == "dir":
+            now, then = self._manifest(node.path), record.get("manifest", {})
+            groups = {
+                "changed": sorted(rel for rel in now.keys() & then.keys() if now[rel] != then[rel]),
+                "added": sorted(now.keys() - then.keys()),
+                "removed": sorted(then.keys() - now.keys()),
+            }
+            node.changed_files = sorted(rel for rels in groups.values() for rel in rels)
+            node.reasons.extend(f"{how}: {', '.join(rels)}" for how, rels in groups.items() if rels)
+
+    def _check_edge(self, node: Node, name: str, entry: dict[str, Any], child: Node) -> None:
+        label = f"input {name} {entry['path']}"
+        recorded = entry["hash"]
+        if child.record is not None:
+            if child.recorded_hash != recorded:
+                node.stale.append(
+                    f"{label} was rebuilt after this was built (used {short(recorded)}, its record"
+                    f" now says {short(child.recorded_hash)})"
+                )
+                node.origins.append(child.path)
+            elif child.status == MODIFIED:
+                node.stale.append(f"{label} is modified")
+                node.origins += [child.path, *child.origins]
+            elif child.status == STALE:
+                node.stale.append(f"{label} is stale (because of {', '.join(child.origins)})")
+                node.origins += child.origins
+            return
+        if not child.exists:
+            child.reasons.append(f"recorded as input {name} of {node.path}")
+            return
+        # An unreadable sidecar already made it no-record, with the reason why.
+        if entry.get("sidecar") and child.status != NO_RECORD:
+            child.status = NO_RECORD
+            child.reasons.append(
+                f"its record {entry['sidecar']} (read when {node.path} was built) is gone"
+            )
+        # Raw data or source file: the consumer's recorded hash is the only reference there is.
+        child.disk_hash = self._hash(child.path)
+        if child.disk_hash != recorded:
+            if child.status == VERIFIED:
+                child.status = MODIFIED
+            child.reasons.append(
+                f"content {short(child.disk_hash)} differs from {short(recorded)}"
+                f" recorded by {node.path}"
+            )
+            node.stale.append(
+                f"{label} changed after this was built (used {short(recorded)},"
+                f" now {short(child.disk_hash)})"
+            )
+            node.origins.append(child.path)
+
+    def _register_derived(self, consumer: str, record: dict[str, Any]) -> None:
+        for entry in record.get("notes", {}).get("derived", []):
+            if "path" in entry:
+                recipe = json.dumps(entry["recipe"], sort_keys=True)
+                self._recipes.setdefault(
+                    entry["path"], f"not kept, reproducible from recipe {recipe} ({consumer})"
+                )
+
+    def _derived_node(self, consumer: Node, entry: dict[str, Any]) -> Node:
+        if "path" in entry:
+            return self.visit(entry["path"])
+        key = f"{consumer.path}#{entry['id']}"
+        recipe = json.dumps(entry["recipe"], sort_keys=True)
+        return self.nodes.setdefault(
+            key,
+            Node(
+                key,
+                status=MISSING,
+                exists=False,
+                kind="virtual",
+                reproducible=True,
+                recipe=f"not kept, reproducible from recipe {recipe}",
+            ),
+        )
+
+    def _recipe(self, key: str) -> str | None:
+        """How to rebuild a missing path that has no record: a consumer's `derived` note."""
+        if key not in self._recipes and not self._scanned:
+            # Only a path outside the walked lineage gets here; read every record once.
+            self._scanned = True
+            for dirpath, dirnames, filenames in os.walk(self.root):
+                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+                for name in filenames:
+                    if not is_sidecar(name):
+                        continue
+                    artifact = artifact_of(Path(dirpath, name))
+                    try:
+                        record = load_record(artifact)
+                    except ProvenanceError:
+                        continue
+                    self._register_derived(artifact.relative_to(self.root).as_posix(), record)
+        return self._recipes.get(key)
+
+    def artifact_status(self, path: str) -> str:
+        """Status of an artifact, or of one file inside an audited folder (a table cell's JSON)."""
+        if path in self.nodes:
+            return self.nodes[path].status
+        for parent in Path(path).parents:
+            folder = self.nodes.get(parent.as_posix())
+            if folder is None:
+                continue
+            if Path(path).relative_to(parent).as_posix() in folder.changed_files:
+                return MODIFIED
+            if folder.status == MODIFIED:
+                # Another file of the folder changed; this one only inherits the folder's inputs.
+                return STALE if folder.stale else VERIFIED
+            return folder.status
+        return self.nodes[self.target(path)].status
+
+    def cells(self, key: str) -> dict[str, dict[str, Any]]:
+        node = self.nodes[key]
+        notes = (node.record or {}).get("notes", {})
+        if "cells" not in notes:
+            raise AuditError(f"{key}: its record has no 'cells' note")
+        config = node.record.get("config", {}) if node.record else {}
+        out = {}
+        for cell, spec in sorted(notes["cells"].items()):
+            artifacts = {path: self.artifact_status(path) for path in spec["artifacts"]}
+            values = {}
+            for name in spec["config"]:
+                try:
+                    values[name] = config_lookup(config, name)
+                except KeyError:
+                    values[name] = "(not in the record's config)"
+            worst = min((*artifacts.values(), VERIFIED), key=STATUSES.index)
+            out[cell] = {"status": worst, "artifacts": artifacts, "config": values}
+        return out
+
+    def ok(self) -> bool:
+        return not any(node.problem for node in self.nodes.values())
+
+    def summary(self) -> dict[str, int]:
+        counts = Counter(node.status for node in self.nodes.values())
+        return {
+            **{status: counts[status] for status in STATUSES},
+            "reproducible": sum(
+                node.status == MISSING and bool(node.reproducible) for node in self.nodes.values()
+            ),
+            "total": len(self.nodes),
+        }
+
+    def summary_line(self) -> str:
+        s = self.summary()
+        verdict = "OK" if self.ok() else "PROBLEMS FOUND"
+        return (
+            f"summary: {s['total']} artifacts: {s[VERIFIED]} verified, {s[MODIFIED]} modified,"
+            f" {s[STALE]} stale, {s[MISSING]} missing ({s['reproducible']} reproducible),"
+            f" {s[NO_RECORD]} no-record: {verdict}"
+        )
+
+    def render(self, keys: Sequence[str]) -> list[str]:
+        """Indented lineage trees; a subtree already printed is shown once, then "(see above)"."""
+        lines: list[str] = []
+        shown: set[str] = set()
+
+        def walk(key: str, depth: int, edge: str) -> None:
+            node = self.nodes[key]
+            pad = "  " * depth
+            name = f"{node.path}/" if node.kind == "dir" else node.path
+            head = f"{pad}{edge}{name}: {node.label()}"
+            if key in shown:
+                lines.append(f"{head} (see above)")
+                return
+            shown.add(key)
+            if node.record:
+                rule = [f"rule {node.record.get('rule')}"]
+                rule += [f"{k}={v}" for k, v in sorted(node.record.get("wildcards", {}).items())]
+                head += f"  [{' '.join(rule)}]"
+            elif node.exists and node.status != NO_RECORD:
+                head += "  [raw input]"
+            lines.append(head)
+            lines.extend(f"{pad}    ! {reason}" for reason in node.reasons + node.stale)
+            if node.recipe:
+                lines.append(f"{pad}    = {node.recipe}")
+            if node.code_changed:
+                changed = ", ".join(node.code_changed)
+                lines.append(f"{pad}    ~ code changed since it was built: {changed}")
+            for input_edge in node.inputs:
+                walk(input_edge.path, depth + 1, f"{input_edge.name}: ")
+            for derived in node.derived:
+                walk(derived, depth + 1, "derived: ")
+
+        for key in keys:
+            walk(key, 0, "")
+        return lines
+
+
+def render_cells(key: str, cells: dict[str, dict[str, Any]]) -> list[str]:
+    lines = [f"cells of {key}:"]
+    for cell, info in cells.items():
+        status = info["status"]
+        lines.append(f"  {cell}: {status if status == VERIFIED else status.upper()}")
+        lines.extend(f"      {path}: {state}" for path, state in info["artifacts"].items())
+        lines.extend(
+            f"      config {name} = {json.dumps(value, sort_keys=True)}"
+            for name, value in info["config"].items()
+        )
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="mtl-audit",
+        description="Walk artifacts' provenance records back to the raw data and re-check hashes.",
+    )
+    parser.add_argument(
+        "targets",
+        nargs="+",
+        metavar="TARGET",
+        help="artifact path (or its .prov.json), relative to --root",
+    )
+    parser.add_argument("--json", action="store_true", help="print the audit as JSON")
+    parser.add_argument(
+        "--cells",
+        action="store_true",
+        help="for a table: what each cell depends on (artifacts and config keys)",
+    )
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=Path("."),
+        help="the workflow's working directory, which record paths are relative to (default: .)",
+    )
+    args = parser.parse_args(argv)
+    if not args.root.is_dir():
+        parser.error(f"--root {args.root} is not a folder")
+
+    auditor = Auditor(args.root)
+    keys = [auditor.target(target) for target in args.targets]
+    try:
+        cells = {key: auditor.cells(key) for key in keys} if args.cells else {}
+    except AuditError as err:
+        print(f"mtl-audit: {err}", file=sys.stderr)
+        return 2
+    ok = auditor.ok()
+
+    if args.json:
+        report: dict[str, Any] = {
+            "ok": ok,
+            "targets": keys,
+            "summary": auditor.summary(),
+            "nodes": {key: node.to_json() for key, node in auditor.nodes.items()},
+        }
+        if args.cells:
+            report["cells"] = cells
+        print(json.dumps(report, indent=2, sort_keys=True, default=str))
+    else:
+        lines = auditor.render(keys)
+        for key, table in cells.items():
+            lines += ["", *render_cells(key, table)]
+        print("\n".join([*lines, "", auditor.summary_line()]))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""Evaluation through lm-eval, in process, on a loaded model object.
+
+A fresh `lm_eval` process costs ~25 s of imports; inside one process a re-evaluation costs ~2 s,
+so a job loads lm-eval once and evaluates every suite — and every merge grid point — in place.
+
+Each suite is one or more lm-eval tasks with a headline metric. The toy suites are shipped in
+`lmeval_tasks/toy/` with a placeholder for their data file; paper-scale suites name lm-eval's own
+tasks in the config (`evaluation.tasks`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import shutil
+import tempfile
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+TOY_TASK_DIR = Path(__file__).parent / "lmeval_tasks" / "toy"
+TOY_HEADLINE = {
+    "general": "exact_match",
+    "science": "exact_match",
+    "coding": "pass",
+    "safety": "refusal",
+    "exref": "compliance",
+}
+# Keys of lm-eval's result dict that are the same on every rerun; timings, dates and machine
+# details stay out of the artifact (they are in its provenance record).
+_STABLE_KEYS = ("results", "configs", "versions", "n-shot", "higher_is_better", "n-samples",
+                "samples")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    task: str
+    metric: str
+    num_fewshot: int | None = None
+    limit: int | None = None
+    invert: bool = False
+
+
+def suite_tasks(suites: Sequence[str], configured: Mapping[str, list[dict]]) -> dict[str,
+                                                                                     list[TaskSpec]]:
+    """The lm-eval tasks of each suite: from the config, or the shipped toy task."""
+    specs = {}
+    for suite in suites:
+        if configured:
+            if suite not in configured:
+                raise ValueError(f"config evaluation.tasks: no tasks for suite {suite!r}")
+            specs[suite] = [TaskSpec(**entry) for entry in configured[suite]]
+        else:
+            specs[suite] = [TaskSpec(f"toy_{suite}", TOY_HEADLINE[suite])]
+    return specs
+
+
+@contextlib.contextmanager
+def toy_task_dir(data_files: Mapping[str, str], max_gen_toks: int) -> Iterator[Path]:
+    """A temporary copy of the toy task folder with each suite's data file filled in.
+
+    Data paths are written relative to the working directory, so lm-eval's saved configs (part
+    of the eval artifact) are the same wherever the repository is checked out.
+    """
+    with tempfile.TemporaryDirectory(prefix="mtl-tasks-") as tmp:
+        target = Path(tmp)
+        shutil.copy(TOY_TASK_DIR / "utils.py", target / "utils.py")
+        for suite, data in data_files.items():
+            text = (TOY_TASK_DIR / f"toy_{suite}.yaml").read_text()
+            rel = os.path.relpath(data) if os.path.isabs(data) else data
+            text = text.replace("__DATA_FILE__", rel).replace("__MAX_GEN_TOKS__",
+                                                               str(max_gen_toks))
+            (target / f"toy_{suite}.yaml").write_text(text)
+        yield target
+
+
+def check_model_folder(path: str | os.PathLike) -> None:
+    """Fail clearly when a folder is not a Hugging Face model (before lm-eval's own errors)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: not a folder; expected a model folder")
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"{folder}: not a model folder (no config.json)")
+    weights = list(folder.glob("*.safetensors"))
+    if not weights:
+        raise ValueError(f"{folder}: not a model folder (no *.safetensors weights)")
+
+
+class Evaluator:
+    """lm-eval, imported once, evaluating a (possibly mutating) model object on every suite."""
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        specs: Mapping[str, list[TaskSpec]],
+        include_path: Path | str | None,
+        batch_size: int | str,
+        max_gen_toks: int,
+        limit: int | None,
+        seed: int,
+    ) -> None:
+        import lm_eval.evaluator
+        from lm_eval.models.huggingface import HFLM
+        from lm_eval.tasks import TaskManager
+
+        # lm-eval probes the environment after every call (pip list, nvidia-smi, ...: seconds
+        # each, for every grid point); the provenance record already holds the environment.
+        lm_eval.evaluator.add_env_info = lambda results: None
+        self.specs = specs
+        self.limit = limit
+        self.seed = seed
+        self.task_manager = TaskManager(include_path=str(include_path) if include_path else None)
+        self.lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
+                       max_gen_toks=max_gen_toks)
+
+    def _evaluate_all(self) -> dict[str, dict]:
+        """One lm-eval call per (few-shot, limit) setting; returns each task's raw output."""
+        from lm_eval import simple_evaluate
+
+        groups: dict[tuple, list[TaskSpec]] = defaultdict(list)
+        for tasks in self.specs.values():
+            for spec in tasks:
+                groups[(spec.num_fewshot, spec.limit or self.limit)].append(spec)
+        raw_by_task = {}
+        for (shots, limit), tasks in groups.items():
+            raw = simple_evaluate(
+                model=self.lm,
+                tasks=[spec.task for spec in tasks],
+                num_fewshot=shots,
+                limit=limit,
+                task_manager=self.task_manager,
+                apply_chat_template=True,
+                log_samples=True,
+                random_seed=self.seed,
+                numpy_random_seed=self.seed,
+                torch_random_seed=self.seed,
+                fewshot_random_seed=self.seed,
+            )
+            for spec in tasks:
+                raw_by_task[spec.task] = _task_part(raw, spec.task)
+        return raw_by_task
+
+    def run(self) -> dict[str, dict]:
+        """Evaluate every suite; return {suite: {score, stderr, tasks, lm_eval}}."""
+        raw = self._evaluate_all()
+        out = {}
+        for suite, tasks in self.specs.items():
+            per_task = {spec.task: _headline(raw[spec.task], spec) for spec in tasks}
+            scores = [entry["score"] for entry in per_task.values()]
+            errors = [entry["stderr"] for entry in per_task.values()]
+            out[suite] = {
+                "suite": suite,
+                "score": sum(scores) / len(scores),
+                # Tasks are independent samples: the mean's stderr combines theirs.
+                "stderr": math.sqrt(sum(e * e for e in errors)) / len(errors),
+                "tasks": per_task,
+                "lm_eval": {spec.task: raw[spec.task] for spec in tasks},
+            }
+            log.info("%s: %.3f ± %.3f", suite, out[suite]["score"], out[suite]["stderr"])
+        return out
+
+
+def _task_part(raw: dict, task: str) -> dict:
+    """lm-eval's output restricted to one task (a group keeps its subtasks' entries)."""
+    names = {task, *raw.get("group_subtasks", {}).get(task, [])}
+    return {key: {name: value for name, value in raw[key].items() if name in names}
+            for key in _STABLE_KEYS if isinstance(raw.get(key), dict)}
+
+
+def _headline(raw: dict, spec: TaskSpec) -> dict:
+    results = raw.get("results", {}).get(spec.task)
+    if results is None:
+        raise ValueError(f"lm-eval returned no results for task {spec.task!r}")
+    # "exact_match" takes the metric's first filter; "exact_match,flexible-extract" names one.
+    key = next((k for k in results if (k == spec.metric or k.split(",")[0] == spec.metric)
+                and "_stderr" not in k), None)
+    if key is None:
+        raise ValueError(f"task {spec.task}: no metric {spec.metric!r} in {sorted(results)}")
+    score = float(results[key])
+    stderr_key = key.replace(",", "_stderr,", 1)
+    stderr = results.get(stderr_key)
+    stderr = float(stderr) if isinstance(stderr, int | float) else float("nan")
+    if spec.invert:
+        score = 1.0 - score
+    return {"score": score, "stderr": stderr, "metric": key,
+            "n": raw.get("n-samples", {}).get(spec.task, {}).get("effective")}

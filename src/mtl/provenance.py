@@ -1,0 +1,522 @@
+"""Provenance records: every artifact X (file or folder) gets a sidecar `X.prov.json`.
+
+A step program wraps its work in a `Step`; on success the step writes one record per artifact
+saying what it was built from (inputs with their content hashes and the sidecars those hashes
+came from), by which rule, parameters, config, seed and code, on which machine, and when.
+`mtl.audit` walks these records back to the raw data and re-checks every hash.
+
+A record (sorted keys, paths relative to the working directory) holds: schema, path, kind
+("file"/"dir"), hash, manifest (folders: {relative path: hash}), inputs ({name: [{path, hash,
+sidecar}]}; sidecar is None for raw data), rule, wildcards, params, config (the slice at the
+step's dotted keys), seed, notes (step.note facts; `cells` and `derived` are read by the audit),
+code ({git_commit, git_dirty, files: {path: hash}}), packages, device, host, started, ended,
+duration_s.
+
+Hashes are "sha256:<hex>". A folder's hash is the sha256 of its manifest written the way
+`sha256sum` prints it ("<hex>  <relative posix path>\\n", one line per file, sorted by path), so
+a folder can be checked by hand with standard tools:
+    cd FOLDER && find . -type f ! -name .snakemake_timestamp | sed 's|^\\./||' | LC_ALL=C sort \\
+        | xargs sha256sum | sha256sum
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import inspect
+import io
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, BinaryIO, Self
+
+from mtl.io import write_json
+
+SCHEMA_VERSION = 1
+SIDECAR_SUFFIX = ".prov.json"
+CHUNK_BYTES = 1 << 20
+SNAKEMAKE_TIMESTAMP = ".snakemake_timestamp"
+# Distribution names whose versions go into every record (those not installed are left out).
+PACKAGES = (
+    "torch",
+    "transformers",
+    "safetensors",
+    "datasets",
+    "lm_eval",
+    "snakemake",
+    "pandas",
+    "numpy",
+)
+# File hashing is I/O bound and hashlib releases the GIL, so threads speed up many-file folders.
+HASH_THREADS = min(8, os.cpu_count() or 1)
+
+
+class ProvenanceError(Exception):
+    """A provenance contract was broken or a record cannot be read."""
+
+
+def sidecar(path: str | os.PathLike) -> Path:
+    """The record of `path`: `results/models/general/` -> `results/models/general.prov.json`."""
+    path = Path(path)
+    if not path.name:
+        raise ProvenanceError(f"{os.fspath(path)!r} names no file or folder")
+    return path.with_name(path.name + SIDECAR_SUFFIX)
+
+
+def is_sidecar(path: str | os.PathLike) -> bool:
+    return os.fspath(path).endswith(SIDECAR_SUFFIX)
+
+
+def artifact_of(sidecar_path: str | os.PathLike) -> Path:
+    """Inverse of `sidecar`."""
+    text = os.fspath(sidecar_path)
+    if not is_sidecar(text):
+        raise ProvenanceError(f"{text} is not a sidecar (no {SIDECAR_SUFFIX} suffix)")
+    return Path(text[: -len(SIDECAR_SUFFIX)])
+
+
+def hash_file(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, streamed in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    buffer = bytearray(CHUNK_BYTES)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as handle:
+        while n := handle.readinto(buffer):
+            digest.update(view[:n])
+    return "sha256:" + digest.hexdigest()
+
+
+def manifest(path: str | os.PathLike) -> dict[str, str]:
+    """{relative posix path: file hash} for every file under the folder `path`.
+
+    Snakemake's `.snakemake_timestamp` marker at the top of a folder is not part of its content.
+    """
+    return _manifest(Path(path), {})
+
+
+def _manifest(root: Path, known: Mapping[str, str]) -> dict[str, str]:
+    """Like `manifest`, but files whose hash is in `known` (hashed while written) are not read."""
+    if not root.is_dir():
+        raise NotADirectoryError(f"not a folder: {root}")
+    files = []
+    for dirpath, _, filenames in os.walk(root):
+        files.extend((Path(dirpath) / name).relative_to(root).as_posix() for name in filenames)
+    # Snakemake drops this mtime marker into directory() outputs after the job: not content.
+    files = [rel for rel in files if rel != SNAKEMAKE_TIMESTAMP]
+    todo = [rel for rel in files if rel not in known]
+    with ThreadPoolExecutor(max_workers=HASH_THREADS) as pool:
+        fresh = dict(zip(todo, pool.map(lambda rel: hash_file(root / rel), todo), strict=True))
+    return {rel: known[rel] if rel in known else fresh[rel] for rel in sorted(files)}
+
+
+def manifest_hash(entries: Mapping[str, str]) -> str:
+    """The folder hash of a manifest (sha256 over its `sha256sum`-style lines)."""
+    digest = hashlib.sha256()
+    for rel in sorted(entries):
+        digest.update(f"{entries[rel].removeprefix('sha256:')}  {rel}\n".encode())
+    return "sha256:" + digest.hexdigest()
+
+
+def hash_path(path: str | os.PathLike) -> str:
+    """Content hash of a file, or of a folder via its manifest."""
+    path = Path(path)
+    return manifest_hash(manifest(path)) if path.is_dir() else hash_file(path)
+
+
+class HashingWriter(io.RawIOBase):
+    """Binary file-like wrapper that hashes bytes as they pass, so big writers need no re-read.
+
+    Use it inside `atomic_file(path, "wb")`, then hand `writer.hash` to `Step.set_hash(path, ...)`.
+    Closing it leaves the wrapped handle open: `atomic_file` still has to fsync and rename it.
+    """
+
+    def __init__(self, raw: BinaryIO) -> None:
+        super().__init__()
+        self._raw = raw
+        self._digest = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        written = self._raw.write(view)
+        # Hash only what the wrapped handle accepted; a caller re-sends the rest.
+        written = len(view) if written is None else written
+        self._digest.update(view[:written])
+        self.size += written
+        return written
+
+    def flush(self) -> None:
+        if not self._raw.closed:
+            self._raw.flush()
+
+    @property
+    def hash(self) -> str:
+        return "sha256:" + self._digest.hexdigest()
+
+
+def load_record(artifact: str | os.PathLike) -> dict:
+    """The record of `artifact`; a missing or unreadable sidecar is named in the error."""
+    path = sidecar(artifact)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            record = json.load(handle)
+    except FileNotFoundError:
+        raise ProvenanceError(f"no provenance record {path} for {artifact}") from None
+    except (OSError, ValueError) as err:
+        raise ProvenanceError(f"unreadable provenance record {path}: {err}") from None
+    if not isinstance(record, dict) or not {"path", "hash", "inputs"} <= record.keys():
+        raise ProvenanceError(f"{path} is not a provenance record (no path, hash or inputs)")
+    if record.get("schema", 0) > SCHEMA_VERSION:
+        raise ProvenanceError(
+            f"{path} has schema {record['schema']}; this code reads up to {SCHEMA_VERSION}"
+        )
+    return record
+
+
+def config_lookup(config: Mapping, key: str) -> Any:
+    """Value of a dotted `key` in `config`, whose own keys may themselves be dotted (a slice)."""
+    if key in config:
+        return config[key]
+    parts = key.split(".")
+    # Longest recorded prefix first: a slice may hold "eval" or "eval.fewshot" as one key.
+    for cut in range(len(parts) - 1, 0, -1):
+        head = ".".join(parts[:cut])
+        if head in config:
+            node = config[head]
+            for part in parts[cut:]:
+                if not isinstance(node, Mapping) or part not in node:
+                    raise KeyError(key)
+                node = node[part]
+            return node
+    raise KeyError(key)
+
+
+def config_slice(config: Mapping, keys: Sequence[str]) -> dict[str, Any]:
+    """{dotted key: value} for the keys a step depends on; an absent key is an error."""
+    picked = {}
+    for key in keys:
+        try:
+            picked[key] = config_lookup(config, key)
+        except KeyError:
+            raise ProvenanceError(f"config key {key!r} is not in the workflow config") from None
+    return picked
+
+
+def _as_list(value: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
+    if isinstance(value, (str, os.PathLike)):
+        return [os.fspath(value)]
+    return [os.fspath(item) for item in value]
+
+
+def _relative(path: str | os.PathLike, cwd: Path) -> str:
+    """Posix path relative to `cwd`, so records do not depend on where the checkout lives."""
+    return Path(os.path.relpath(os.path.abspath(path), cwd)).as_posix()
+
+
+def _code_key(path: Path, cwd: Path) -> str:
+    """Relative name of a code file: to the working directory, else to its sys.path entry."""
+    resolved = path.resolve()
+    if resolved.is_relative_to(cwd):
+        return resolved.relative_to(cwd).as_posix()
+    for entry in sorted((Path(p).resolve() for p in sys.path if p), key=lambda p: -len(p.parts)):
+        if resolved.is_relative_to(entry):
+            return resolved.relative_to(entry).as_posix()
+    return resolved.name
+
+
+def _mtl_modules() -> list[Path]:
+    package = Path(__file__).resolve().parent
+    return sorted(p for p in package.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def _calling_script() -> Path | None:
+    """The first caller outside the mtl package: the step program, even behind a helper."""
+    package = Path(__file__).resolve().parent
+    frame = inspect.currentframe()
+    while frame is not None:
+        # Snakemake runs a temporary copy of the script but points __file__ at the real one.
+        name = frame.f_globals.get("__file__")
+        if name and not Path(name).resolve().is_relative_to(package):
+            return Path(name)
+        frame = frame.f_back
+    return None
+
+
+def _named_paths(namedlist: Any) -> dict[str, list[str]]:
+    """Snakemake's input/output namedlist as {name: [paths]}; unnamed entries go to "unnamed"."""
+    named = {name: _as_list(value) for name, value in namedlist.items()}
+    seen = {path for paths in named.values() for path in paths}
+    unnamed = [os.fspath(path) for path in namedlist if os.fspath(path) not in seen]
+    if unnamed:
+        named["unnamed"] = unnamed
+    return named
+
+
+def _git_state(cwd: Path) -> dict[str, Any]:
+    """Commit and dirty flag of the checkout; both None outside a git checkout (never fails)."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": None, "git_dirty": None}
+    return {"git_commit": commit, "git_dirty": bool(status.strip())}
+
+
+def _package_versions() -> dict[str, str]:
+    # Metadata only: importing torch & co. just to read a version would cost seconds per job.
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _device() -> str:
+    # Only consult torch if the job imported it; a job that never did ran on the CPU.
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        return str(torch.cuda.get_device_name())
+    return "cpu"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class Step:
+    """Context manager for one job: records inputs on entry, writes every sidecar on success.
+
+    Outputs ending in `.prov.json` are sidecars; every other output is an artifact and must have
+    its sidecar among the outputs. A block that raises writes no sidecar.
+    """
+
+    def __init__(
+        self,
+        rule: str,
+        inputs: Mapping[str, str | list[str]],
+        outputs: Mapping[str, str | list[str]],
+        params: Mapping,
+        wildcards: Mapping,
+        seed: int | None = None,
+        config: Mapping | None = None,
+        code: Sequence[str] = (),
+    ) -> None:
+        self.rule = rule
+        self.cwd = Path.cwd().resolve()
+        self.inputs = {
+            name: [_relative(p, self.cwd) for p in _as_list(paths)]
+            for name, paths in inputs.items()
+        }
+        declared = [_relative(p, self.cwd) for paths in outputs.values() for p in _as_list(paths)]
+        sidecars = {p for p in declared if is_sidecar(p)}
+        self.artifacts = sorted({p for p in declared if not is_sidecar(p)})
+        for artifact in self.artifacts:
+            if sidecar(artifact).as_posix() not in sidecars:
+                raise ProvenanceError(
+                    f"rule {rule}: output {artifact} has no provenance sidecar among the outputs;"
+                    f' declare prov="{sidecar(artifact).as_posix()}" in the rule\'s output'
+                )
+        orphans = sorted(sidecars - {sidecar(a).as_posix() for a in self.artifacts})
+        if orphans:
+            raise ProvenanceError(
+                f"rule {rule}: sidecar output(s) {', '.join(orphans)} belong to no declared output"
+            )
+        self.params = dict(params)
+        self.wildcards = dict(wildcards)
+        self.seed = seed
+        self.config = dict(config or {})
+        self.code = [Path(p) for p in code]
+        self._given: dict[str, str] = {}  # output file -> hash, from writers that hashed on write
+        self._notes: dict[str, Any] = {}
+        self._record: dict[str, Any] = {}
+        self._clock = 0.0
+
+    @classmethod
+    def from_snakemake(
+        cls, smk: Any, seed: int | None = None, config_keys: Sequence[str] = ()
+    ) -> Step:
+        """Build from snakemake's `script:` object; code = the calling script + the mtl package."""
+        script = _calling_script()
+        return cls(
+            rule=smk.rule,
+            inputs=_named_paths(smk.input),
+            outputs=_named_paths(smk.output),
+            params=dict(smk.params.items()),
+            wildcards=dict(smk.wildcards.items()),
+            seed=seed,
+            config=config_slice(smk.config, config_keys),
+            code=[str(p) for p in [*([script] if script else []), *_mtl_modules()]],
+        )
+
+    def __enter__(self) -> Self:
+        self._clock = time.monotonic()
+        self._record["started"] = _now()
+        # A record left from an earlier run must not vouch for whatever this run leaves behind.
+        for artifact in self.artifacts:
+            sidecar(artifact).unlink(missing_ok=True)
+        raw: dict[str, str] = {}
+        self._record["inputs"] = {
+            name: [self._input_entry(path, raw) for path in paths]
+            for name, paths in self.inputs.items()
+        }
+        self._record["code"] = {
+            **_git_state(self.cwd),
+            "files": {_code_key(p, self.cwd): hash_file(p) for p in self.code},
+        }
+        return self
+
+    @staticmethod
+    def _input_entry(path: str, raw: dict[str, str]) -> dict[str, str | None]:
+        record_path = sidecar(path)
+        if record_path.exists():
+            # The producer already hashed it: reading a multi-GB model again would double I/O.
+            return {
+                "path": path,
+                "hash": load_record(path)["hash"],
+                "sidecar": record_path.as_posix(),
+            }
+        if path not in raw:
+            raw[path] = hash_path(path)
+        return {"path": path, "hash": raw[path], "sidecar": None}
+
+    def set_hash(self, path: str | os.PathLike, digest: str) -> None:
+        """Give the hash of an output file (or a file inside an output folder) hashed on write."""
+        rel = _relative(path, self.cwd)
+        if not any(rel == a or rel.startswith(a + "/") for a in self.artifacts):
+            raise ProvenanceError(f"rule {self.rule}: {rel} is not an output of this step")
+        if not (digest.startswith("sha256:") and len(digest) == len("sha256:") + 64):
+            raise ProvenanceError(f"rule {self.rule}: {digest!r} is not a sha256:<hex> digest")
+        self._given[rel] = digest
+
+    def note(self, **facts: Any) -> None:
+        """Add facts to every record of this step (n_examples, omega, hub revision, derived...).
+
+        `derived=[{"id": str, "recipe": {...}, "path": str (optional)}]` lists models that were
+        evaluated without being written; `path` is where the model would live if it were kept.
+        """
+        self._notes.update(facts)
+
+    def note_cell(
+        self, row: str, column: str, artifacts: Sequence[str], config: Sequence[str] = ()
+    ) -> None:
+        """Record that table cell (row, column) is computed from `artifacts` and config keys.
+
+        Artifacts are step inputs or files inside input folders (e.g. one suite's JSON of an
+        eval folder); config keys must be in the step's config slice. Checked on success.
+        """
+        if "|" in f"{row}{column}":
+            raise ProvenanceError(f"cell ({row!r}, {column!r}): '|' separates row from column")
+        cells = self._notes.setdefault("cells", {})
+        key = f"{row}|{column}"
+        if key in cells:
+            raise ProvenanceError(f"rule {self.rule}: cell {key} noted twice")
+        cells[key] = {
+            "artifacts": [_relative(p, self.cwd) for p in artifacts],
+            "config": list(config),
+        }
+
+    def _check_notes(self) -> None:
+        inputs = {p for paths in self.inputs.values() for p in paths}
+        for key, cell in self._notes.get("cells", {}).items():
+            if not isinstance(cell, Mapping) or set(cell) != {"artifacts", "config"}:
+                raise ProvenanceError(
+                    f"rule {self.rule}: cell {key} must be {{'artifacts': [...], 'config': [...]}}"
+                    " (use Step.note_cell)"
+                )
+            for path in cell["artifacts"]:
+                if not any(path == i or path.startswith(i + "/") for i in inputs):
+                    raise ProvenanceError(
+                        f"rule {self.rule}: cell {key} depends on {path}, which is not an input"
+                    )
+            for name in cell["config"]:
+                try:
+                    config_lookup(self.config, name)
+                except KeyError:
+                    raise ProvenanceError(
+                        f"rule {self.rule}: cell {key} depends on config {name!r}, which is not"
+                        " in the step's config slice"
+                    ) from None
+        if "derived" in self._notes:
+            derived = self._notes["derived"]
+            for entry in derived:
+                if not isinstance(entry, Mapping) or "id" not in entry or "recipe" not in entry:
+                    raise ProvenanceError(
+                        f"rule {self.rule}: derived entries need 'id' and 'recipe', got {entry!r}"
+                    )
+            self._notes["derived"] = [
+                {**entry, "path": _relative(entry["path"], self.cwd)} if "path" in entry else entry
+                for entry in derived
+            ]
+
+    def _artifact_entry(self, artifact: str) -> dict[str, Any]:
+        path = Path(artifact)
+        if path.is_dir():
+            inside = {
+                rel[len(artifact) + 1 :]: digest
+                for rel, digest in self._given.items()
+                if rel.startswith(artifact + "/")
+            }
+            files = _manifest(path, inside)
+            digest = manifest_hash(files)
+            return {"path": artifact, "kind": "dir", "hash": digest, "manifest": files}
+        if path.is_file():
+            digest = self._given.get(artifact) or hash_file(path)
+            return {"path": artifact, "kind": "file", "hash": digest}
+        raise ProvenanceError(f"rule {self.rule}: output {artifact} was not written")
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None:
+            return
+        self._check_notes()
+        entries = [self._artifact_entry(a) for a in self.artifacts]
+        common = {
+            **self._record,
+            "schema": SCHEMA_VERSION,
+            "rule": self.rule,
+            "wildcards": self.wildcards,
+            "params": self.params,
+            "config": self.config,
+            "seed": self.seed,
+            "notes": self._notes,
+            "packages": _package_versions(),
+            "device": _device(),
+            "host": socket.gethostname(),
+            "ended": _now(),
+            "duration_s": round(time.monotonic() - self._clock, 3),
+        }
+        # Hash everything first, then write: the window with some records written stays short.
+        for entry in entries:
+            write_json(sidecar(entry["path"]), {**common, **entry})

@@ -1,0 +1,34 @@
+"""What every step program does first: logging to its Snakemake log, threads, seeds."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sys
+
+
+def setup(smk, seed: int | None = None) -> logging.Logger:
+    """Log to the job's log file and to stderr; pin threads and seeds for determinism."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if smk.log:
+        os.makedirs(os.path.dirname(str(smk.log[0])) or ".", exist_ok=True)
+        handlers.append(logging.FileHandler(str(smk.log[0]), mode="w"))
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+    threads = max(1, int(smk.threads))
+    # Snakemake already sets OMP_NUM_THREADS for the job; tokenizers has its own pool.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    torch = sys.modules.get("torch")  # only steps that already use torch pay for it
+    if torch is not None:
+        torch.set_num_threads(threads)
+        if seed is not None:
+            torch.manual_seed(seed)
+    if seed is not None:
+        random.seed(seed)
+    return logging.getLogger(f"mtl.{smk.rule}")
+

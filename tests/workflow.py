@@ -1,0 +1,85 @@
+"""Helpers for tests that run the workflow: a fresh copy of the repository, snakemake in it,
+the jobs a dry run plans, and the content hashes its provenance records carry."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_CONFIG = ["--configfile", "config/test.yaml"]
+_SKIP = shutil.ignore_patterns(".git", ".venv", "results", ".snakemake", "__pycache__",
+                               ".pytest_cache", ".ruff_cache", "*.egg-info")
+
+
+def copy_repo(dest: Path) -> Path:
+    """The files a fresh clone would have (tracked + untracked-but-not-ignored), nothing built."""
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO, capture_output=True, check=True,
+        ).stdout.split(b"\0")
+    except (OSError, subprocess.CalledProcessError):
+        shutil.copytree(REPO, dest, ignore=_SKIP, dirs_exist_ok=True)
+        return dest
+    for rel in (f.decode() for f in listed if f):
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    return dest
+
+
+def clone_run(src: Path, dest: Path) -> Path:
+    """A copy of a built workflow directory, results and Snakemake's metadata included."""
+    shutil.copytree(src, dest, symlinks=True)
+    return dest
+
+
+def env() -> dict[str, str]:
+    out = dict(os.environ)
+    # Jobs must find this same Python (pytest may run from .venv/bin without it on PATH).
+    out["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{out.get('PATH', '')}"
+    out.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    return out
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True,
+              timeout: float = 1800) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, env=env(),
+                          capture_output=True, text=True, timeout=timeout)
+    if check and done.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({done.returncode}):\n"
+                             f"{done.stdout[-4000:]}\n{done.stderr[-6000:]}")
+    return done
+
+
+_RULE = re.compile(r"^(?:local)?rule (\w+):$")
+_WILDCARDS = re.compile(r"^\s+wildcards: (.*)$")
+
+
+def planned_jobs(workdir: Path, *args: str) -> set[tuple[str, str]]:
+    """(rule, 'key=value, ...') of every job a dry run would execute, `all` left out."""
+    done = snakemake(workdir, "-n", *args)
+    jobs: list[list[str]] = []
+    for line in (done.stdout + done.stderr).splitlines():
+        if match := _RULE.match(line.rstrip()):
+            jobs.append([match.group(1), ""])
+        elif (match := _WILDCARDS.match(line)) and jobs:
+            jobs[-1][1] = match.group(1).strip()
+    return {(rule, wildcards) for rule, wildcards in jobs if rule != "all"}
+
+
+def prov_hashes(workdir: Path) -> dict[str, str]:
+    """Every artifact under results/ and its content hash, from its .prov.json sidecar."""
+    return {
+        prov.relative_to(workdir).as_posix()[: -len(".prov.json")]: json.loads(
+            prov.read_text())["hash"]
+        for prov in sorted((workdir / "results").rglob("*.prov.json"))
+    }
