@@ -1,7 +1,7 @@
 """merge-to-learn: parallel-train-then-merge (Morrison et al. 2024) and DARE, data to tables.
 
-    snakemake --cores 2 results/table5.csv                       # embedded default (toy world)
-    snakemake --profile slurm --configfile config/paper.yaml results/table5.csv
+snakemake --cores 2 results/table5.csv                       # embedded default (toy world)
+snakemake --profile slurm --configfile config/paper.yaml results/table5.csv
 """
 
 from snakemake.utils import min_version, validate
@@ -24,7 +24,7 @@ include: "rules/tables.smk"
 
 
 rule all:
+    default_target: True
     input:
         "results/table5.csv",
         "results/figure1.csv",
-    default_target: True

@@ -1,20 +1,18 @@
 """Paths, resources and input helpers shared by every rule."""
 
 import itertools
-import os
 from pathlib import Path
-
-# Step programs import the project's library from src/, wherever Snakemake runs them (locally,
-# in a conda env, or inside a SLURM job that re-reads this file).
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (str(Path(workflow.basedir) / "src"), os.environ.get("PYTHONPATH")) if p
-)
 
 TOY = config["scale"] == "toy"
 SKILLS = list(config["data"]["skills"])
 SUITES = list(config["evaluation"]["suites"])
 REGIMES = ["ptm", "cft", "rt", "cft-match"]
-MERGE_METHODS = {"ta": "task_arithmetic", "ties": "ties", "dare": "dare", "dareties": "dare_ties"}
+MERGE_METHODS = {
+    "ta": "task_arithmetic",
+    "ties": "ties",
+    "dare": "dare",
+    "dareties": "dare_ties",
+}
 
 
 wildcard_constraints:
@@ -46,6 +44,12 @@ def resources_for(family):
 
 def res(family, key):
     return resources_for(family)[key]
+
+
+def scaled(family, key):
+    """Memory or time that grows with each retry, so a job killed for either comes back bigger."""
+    base = res(family, key)
+    return lambda wildcards, attempt: base * attempt
 
 
 def gpu_resources(family):
@@ -137,7 +141,9 @@ def first_size(skill):
 def table5_merges():
     """Table 5's rows: each skill alone, every pair, and all skills, at the heuristic ω."""
     pairs = [(skill, first_size(skill)) for skill in SKILLS]
-    combos = [c for k in range(1, len(pairs) + 1) for c in itertools.combinations(pairs, k)]
+    combos = [
+        c for k in range(1, len(pairs) + 1) for c in itertools.combinations(pairs, k)
+    ]
     return [merge_id("ta", "heuristic", list(combo)) for combo in combos]
 
 

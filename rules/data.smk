@@ -9,24 +9,27 @@ if TOY:
         """Generate the toy world: corpus, general mix, skills, eval suites and tokenizer."""
         output:
             **{name: f"results/world/{name}.jsonl" for name in WORLD_FILES},
-            **{f"{name}_prov": prov(f"results/world/{name}.jsonl") for name in WORLD_FILES},
+            **{
+                f"{name}_prov": prov(f"results/world/{name}.jsonl")
+                for name in WORLD_FILES
+            },
             **{f"eval_{s}": f"results/world/eval/{s}.jsonl" for s in SUITES},
             **{f"eval_{s}_prov": prov(f"results/world/eval/{s}.jsonl") for s in SUITES},
             tokenizer=directory("results/world/tokenizer"),
             tokenizer_prov=prov("results/world/tokenizer"),
-        params:
-            world=config["world"],
-            skills=SKILLS,
         log:
             log_path("world"),
         benchmark:
             bench_path("world")
-        threads: 1
-        resources:
-            mem_mb=res("default", "mem_mb"),
-            runtime=res("default", "runtime"),
         conda:
             "../envs/data.yaml"
+        threads: 1
+        resources:
+            mem_mb=scaled("default", "mem_mb"),
+            runtime=scaled("default", "runtime"),
+        params:
+            world=config["world"],
+            skills=SKILLS,
         script:
             "../scripts/make_world.py"
 
@@ -36,18 +39,18 @@ else:
         """Download one hub dataset at a pinned revision into chat-format JSONL."""
         output:
             **artifact("results/sources/{dataset}.jsonl"),
-        params:
-            spec=lambda wc: dataset_config(wc.dataset),
         log:
             log_path("fetch_dataset", "{dataset}"),
         benchmark:
             bench_path("fetch_dataset", "{dataset}")
-        threads: 1
-        resources:
-            mem_mb=res("data", "mem_mb"),
-            runtime=res("data", "runtime"),
         conda:
             "../envs/data.yaml"
+        threads: 1
+        resources:
+            mem_mb=scaled("data", "mem_mb"),
+            runtime=scaled("data", "runtime"),
+        params:
+            spec=lambda wc: dataset_config(wc.dataset),
         script:
             "../scripts/fetch_dataset.py"
 
@@ -58,18 +61,18 @@ rule subset:
         source=lambda wc: source_path(wc.dataset),
     output:
         **artifact("results/data/{dataset}/{size}.jsonl"),
-    params:
-        size="{size}",
-        seed=lambda wc: dataset_config(wc.dataset)["seed"],
     log:
         log_path("subset", "{dataset}", "{size}"),
     benchmark:
         bench_path("subset", "{dataset}", "{size}")
-    threads: 1
-    resources:
-        mem_mb=res("default", "mem_mb"),
-        runtime=res("default", "runtime"),
     conda:
         "../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=scaled("default", "mem_mb"),
+        runtime=scaled("default", "runtime"),
+    params:
+        size="{size}",
+        seed=lambda wc: dataset_config(wc.dataset)["seed"],
     script:
         "../scripts/subset.py"

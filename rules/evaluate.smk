@@ -8,21 +8,21 @@ rule evaluate_model:
         suites=suite_data(),
     output:
         **artifact(eval_dir("{model}"), folder=True),
-    params:
-        **eval_params(),
-    wildcard_constraints:
-        model="pretrained|general|(" + "|".join(REGIMES) + ")-[a-z0-9_]+-[a-z0-9]+",
     log:
         log_path("evaluate_model", "{model}"),
     benchmark:
         bench_path("evaluate_model", "{model}")
-    threads: res("evaluate", "threads")
-    resources:
-        mem_mb=res("evaluate", "mem_mb"),
-        runtime=res("evaluate", "runtime"),
-        **gpu_resources("evaluate"),
+    wildcard_constraints:
+        model="pretrained|general|(" + "|".join(REGIMES) + ")-[a-z0-9_]+-[a-z0-9]+",
     conda:
         "../envs/eval.yaml"
+    threads: res("evaluate", "threads")
+    resources:
+        **gpu_resources("evaluate"),
+        mem_mb=scaled("evaluate", "mem_mb"),
+        runtime=scaled("evaluate", "runtime"),
+    params:
+        **eval_params(),
     script:
         "../scripts/evaluate.py"
 
@@ -34,19 +34,19 @@ rule evaluate_merge:
         suites=suite_data(),
     output:
         **artifact(eval_dir("merge-{method}-{weighting}-{skillset}"), folder=True),
-    params:
-        **eval_params(),
-        recipe=merge_params,
     log:
         log_path("evaluate_merge", "{method}", "{weighting}", "{skillset}"),
     benchmark:
         bench_path("evaluate_merge", "{method}", "{weighting}", "{skillset}")
-    threads: res("evaluate", "threads")
-    resources:
-        mem_mb=res("evaluate", "mem_mb"),
-        runtime=res("evaluate", "runtime"),
-        **gpu_resources("evaluate"),
     conda:
         "../envs/eval.yaml"
+    threads: res("evaluate", "threads")
+    resources:
+        **gpu_resources("evaluate"),
+        mem_mb=scaled("evaluate", "mem_mb"),
+        runtime=scaled("evaluate", "runtime"),
+    params:
+        **eval_params(),
+        recipe=merge_params,
     script:
         "../scripts/evaluate.py"

@@ -12,12 +12,12 @@ rule task_vector:
         log_path("task_vector", "{skill}", "{size}"),
     benchmark:
         bench_path("task_vector", "{skill}", "{size}")
-    threads: 1
-    resources:
-        mem_mb=res("merge", "mem_mb"),
-        runtime=res("merge", "runtime"),
     conda:
         "../envs/merge.yaml"
+    threads: 1
+    resources:
+        mem_mb=scaled("merge", "mem_mb"),
+        runtime=scaled("merge", "runtime"),
     script:
         "../scripts/task_vector.py"
 
@@ -29,17 +29,17 @@ rule merge_model:
         theta_pre=THETA_PRE,
     output:
         **artifact("results/merged/merge-{method}-{weighting}-{skillset}", folder=True),
-    params:
-        recipe=merge_params,
     log:
         log_path("merge_model", "{method}", "{weighting}", "{skillset}"),
     benchmark:
         bench_path("merge_model", "{method}", "{weighting}", "{skillset}")
-    threads: 1
-    resources:
-        mem_mb=res("merge", "mem_mb"),
-        runtime=res("merge", "runtime"),
     conda:
         "../envs/merge.yaml"
+    threads: 1
+    resources:
+        mem_mb=scaled("merge", "mem_mb"),
+        runtime=scaled("merge", "runtime"),
+    params:
+        recipe=merge_params,
     script:
         "../scripts/merge.py"

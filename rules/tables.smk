@@ -8,19 +8,19 @@ rule table5:
         merges=[eval_dir(m) for m in table5_merges()],
     output:
         **artifact("results/table5.csv"),
-    params:
-        suites=SUITES,
-        skills=SKILLS,
     log:
         log_path("table5"),
     benchmark:
         bench_path("table5")
-    threads: 1
-    resources:
-        mem_mb=res("default", "mem_mb"),
-        runtime=res("default", "runtime"),
     conda:
         "../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=scaled("default", "mem_mb"),
+        runtime=scaled("default", "runtime"),
+    params:
+        suites=SUITES,
+        skills=SKILLS,
     script:
         "../scripts/table.py"
 
@@ -30,7 +30,8 @@ rule figure1:
     input:
         baseline=eval_dir("general"),
         sweeps=[
-            eval_dir(merge_id("ta", "grid", [(skill, first_size(skill))])) for skill in SKILLS
+            eval_dir(merge_id("ta", "grid", [(skill, first_size(skill))]))
+            for skill in SKILLS
         ],
     output:
         **artifact("results/figure1.csv"),
@@ -40,11 +41,11 @@ rule figure1:
         log_path("figure1"),
     benchmark:
         bench_path("figure1")
-    threads: 1
-    resources:
-        mem_mb=res("default", "mem_mb"),
-        runtime=res("default", "runtime"),
     conda:
         "../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=scaled("default", "mem_mb"),
+        runtime=scaled("default", "runtime"),
     script:
         "../scripts/figure.py"

@@ -1,6 +1,5 @@
 """Models: θ_pre (trained on the toy corpus, or fetched), θ_G, and one rule for every regime."""
 
-
 if TOY:
 
     rule pretrain:
@@ -10,22 +9,22 @@ if TOY:
             tokenizer="results/world/tokenizer",
         output:
             **artifact(THETA_PRE, folder=True),
+        log:
+            log_path("pretrain"),
+        benchmark:
+            bench_path("pretrain")
+        conda:
+            "../envs/train.yaml"
+        threads: res("pretrain", "threads")
+        resources:
+            **gpu_resources("pretrain"),
+            mem_mb=scaled("pretrain", "mem_mb"),
+            runtime=scaled("pretrain", "runtime"),
         params:
             **train_params("pretrain"),
             regime="pretrain",
             architecture=config["model"]["toy"],
             resume_dir="results/.resume/pretrained",
-        log:
-            log_path("pretrain"),
-        benchmark:
-            bench_path("pretrain")
-        threads: res("pretrain", "threads")
-        resources:
-            mem_mb=res("pretrain", "mem_mb"),
-            runtime=res("pretrain", "runtime"),
-            **gpu_resources("pretrain"),
-        conda:
-            "../envs/train.yaml"
         script:
             "../scripts/train.py"
 
@@ -35,20 +34,20 @@ else:
         """θ_pre: a hub snapshot at a pinned revision (Llama-2-7B at paper scale)."""
         output:
             **artifact(THETA_PRE, folder=True),
-        params:
-            base=config["model"]["base"],
-            revision=config["model"]["revision"],
-            dtype=config["model"]["dtype"],
         log:
             log_path("fetch_base"),
         benchmark:
             bench_path("fetch_base")
-        threads: 1
-        resources:
-            mem_mb=res("data", "mem_mb"),
-            runtime=res("data", "runtime"),
         conda:
             "../envs/train.yaml"
+        threads: 1
+        resources:
+            mem_mb=scaled("data", "mem_mb"),
+            runtime=scaled("data", "runtime"),
+        params:
+            base=config["model"]["base"],
+            revision=config["model"]["revision"],
+            dtype=config["model"]["dtype"],
         script:
             "../scripts/fetch_base.py"
 
@@ -60,21 +59,21 @@ rule train_general:
         data=general_subset(),
     output:
         **artifact(THETA_G, folder=True),
-    params:
-        **train_params("finetune"),
-        regime="general",
-        resume_dir="results/.resume/general",
     log:
         log_path("train_general"),
     benchmark:
         bench_path("train_general")
-    threads: res("finetune", "threads")
-    resources:
-        mem_mb=res("finetune", "mem_mb"),
-        runtime=res("finetune", "runtime"),
-        **gpu_resources("finetune"),
     conda:
         "../envs/train.yaml"
+    threads: res("finetune", "threads")
+    resources:
+        **gpu_resources("finetune"),
+        mem_mb=scaled("finetune", "mem_mb"),
+        runtime=scaled("finetune", "runtime"),
+    params:
+        **train_params("finetune"),
+        regime="general",
+        resume_dir="results/.resume/general",
     script:
         "../scripts/train.py"
 
@@ -85,20 +84,20 @@ rule train_regime:
         unpack(regime_inputs),
     output:
         **artifact(model_dir("{regime}-{skill}-{size}"), folder=True),
-    params:
-        **train_params("finetune"),
-        regime="{regime}",
-        resume_dir="results/.resume/{regime}-{skill}-{size}",
     log:
         log_path("train_regime", "{regime}", "{skill}", "{size}"),
     benchmark:
         bench_path("train_regime", "{regime}", "{skill}", "{size}")
-    threads: res("finetune", "threads")
-    resources:
-        mem_mb=res("finetune", "mem_mb"),
-        runtime=res("finetune", "runtime"),
-        **gpu_resources("finetune"),
     conda:
         "../envs/train.yaml"
+    threads: res("finetune", "threads")
+    resources:
+        **gpu_resources("finetune"),
+        mem_mb=scaled("finetune", "mem_mb"),
+        runtime=scaled("finetune", "runtime"),
+    params:
+        **train_params("finetune"),
+        regime="{regime}",
+        resume_dir="results/.resume/{regime}-{skill}-{size}",
     script:
         "../scripts/train.py"

@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
+import re
 import shutil
 import subprocess
 import sys
@@ -138,7 +138,7 @@ def run_engine(workdir: Path, points: int) -> dict:
 
 
 def engine_child(workdir: Path, points: int) -> None:
-    sys.path.insert(0, str(ROOT / "src"))
+    sys.path.insert(0, str(ROOT / "scripts"))
     from mtl.merge import merge_to_disk
 
     inputs = workdir / "inputs"
@@ -152,7 +152,10 @@ def engine_child(workdir: Path, points: int) -> None:
         finetuned=[inputs / "theta_d"],
     )
     seconds = time.perf_counter() - start
-    max_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    # VmHWM, the peak RSS of this process image. ru_maxrss would not do: Linux carries it
+    # across exec, so it would include the (large) benchmark parent that forked this child.
+    status = Path("/proc/self/status").read_text()
+    max_rss_mb = int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
     print(json.dumps({"merge_seconds": seconds, "max_rss_mb": max_rss_mb}))
 
 

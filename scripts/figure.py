@@ -5,7 +5,7 @@ from mtl.provenance import Step
 from mtl.stepkit import setup
 from mtl.tables import omega_sweep, plot_omega_sweep
 
-smk = snakemake  # noqa: F821  (injected by Snakemake's script directive)
+smk = snakemake
 log = setup(smk)
 
 with Step.from_snakemake(smk) as step:

@@ -11,7 +11,8 @@ spec = WorldSpec(**smk.params.world)
 log = setup(smk, seed=spec.seed)
 unknown = sorted(set(smk.params.skills) - set(SKILLS))
 if unknown:
-    raise ValueError(f"config data.skills: the toy world has no skill(s) {unknown}; it has {SKILLS}")
+    raise ValueError(f"config data.skills: the toy world has no skill(s) {unknown}; "
+                     f"it has {SKILLS}")
 
 with Step.from_snakemake(smk, seed=spec.seed, config_keys=["world"]) as step:
     world = build_world(spec)

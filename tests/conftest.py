@@ -1,4 +1,4 @@
-"""Shared test setup: import `mtl` from src/ and keep Hugging Face libraries offline."""
+"""Shared test setup: import `mtl` from scripts/ and keep Hugging Face libraries offline."""
 
 import os
 import sys
@@ -8,7 +8,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-SRC = Path(__file__).resolve().parent.parent / "src"
+SRC = Path(__file__).resolve().parent.parent / "scripts"
 if str(SRC) not in sys.path:
     sys.path.insert(0, str(SRC))
 

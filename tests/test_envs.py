@@ -25,7 +25,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 ENVS = REPO / "envs"
 RULES = REPO / "rules"
-SRC = REPO / "src"
+SRC = REPO / "scripts"
 FAMILIES = ("data", "train", "merge", "eval", "report")
 # Installed in the environment that runs Snakemake (jsonschema: the Snakefile's config validation),
 # never inside a job's env.
@@ -184,7 +184,7 @@ def _imports(path: Path) -> set[str]:
 
 
 def _module_file(module: str) -> Path | None:
-    """The file of a module of the project's own library (src/mtl), if it is one."""
+    """The file of a module of the project's own library (scripts/mtl), if it is one."""
     parts = module.split(".")
     for candidate in (SRC.joinpath(*parts).with_suffix(".py"), SRC.joinpath(*parts, "__init__.py")):
         if candidate.is_file():

@@ -1,7 +1,6 @@
 """Scorers of the toy suites and seeded subsets."""
 
 import pytest
-
 from mtl.evaluation import check_model_folder
 from mtl.scoring import exact_match, is_refusal, program_passes, run_program, token_f1
 from mtl.subsets import select
@@ -59,7 +58,7 @@ def test_a_folder_that_is_not_a_model_is_refused_clearly(tmp_path):
     with pytest.raises(ValueError, match=r"not a model folder \(no config.json\)"):
         check_model_folder(tmp_path)
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(ValueError, match="no \\*.safetensors"):
+    with pytest.raises(ValueError, match=r"no \*\.safetensors"):
         check_model_folder(tmp_path)
     with pytest.raises(ValueError, match="not a folder"):
         check_model_folder(tmp_path / "missing")

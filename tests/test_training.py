@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from mtl.toy_model import build_model, build_tokenizer
 from mtl.training import IGNORE, TrainConfig, encode_chat, encode_corpus, train
 
@@ -89,7 +88,7 @@ DRIVER = textwrap.dedent("""
 
 def run_driver(tmp_path, resume_dir, out, kill_after_checkpoint=False):
     script = tmp_path / "driver.py"
-    script.write_text(DRIVER.format(src=str(Path(__file__).parents[1] / "src")))
+    script.write_text(DRIVER.format(src=str(Path(__file__).parents[1] / "scripts")))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, str(script), str(resume_dir), str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,

@@ -39,9 +39,12 @@ def test_table5_has_the_papers_shape_and_comes_from_the_eval_jsons(toy_run):
 
 def test_heuristic_omega_is_computed_from_the_actual_subset_sizes(toy_run):
     table = pd.read_csv(toy_run / "results/table5.csv").set_index("source")
-    n_general = sum(1 for _ in open(toy_run / "results/data/general/all.jsonl"))
+    def count(path):
+        return len((toy_run / path).read_text().splitlines())
+
+    n_general = count("results/data/general/all.jsonl")
     for skill in SKILLS:
-        n_skill = sum(1 for _ in open(toy_run / f"results/data/{skill}/all.jsonl"))
+        n_skill = count(f"results/data/{skill}/all.jsonl")
         omega = table.loc[f"merge-ta-heuristic-{skill}-all", f"omega_{skill}"]
         assert omega == pytest.approx(n_skill / n_general, abs=1e-4)
 

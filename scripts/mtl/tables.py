@@ -32,7 +32,8 @@ def table5(baseline: str, merges: list[str], suites: list[str], skills: list[str
     for folder in [baseline, *merges]:
         summary = read_summary(folder)
         if len(summary["points"]) != 1:
-            raise ValueError(f"{folder}: expected one evaluated point, got {len(summary['points'])}")
+            count = len(summary["points"])
+            raise ValueError(f"{folder}: expected one evaluated point, got {count}")
         point = summary["points"][0]
         recipe = summary.get("recipe")
         row: dict[str, object] = {"model": merge_label(recipe), "source": Path(folder).name}

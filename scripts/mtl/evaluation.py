@@ -169,8 +169,12 @@ class Evaluator:
 def _task_part(raw: dict, task: str) -> dict:
     """lm-eval's output restricted to one task (a group keeps its subtasks' entries)."""
     names = {task, *raw.get("group_subtasks", {}).get(task, [])}
-    return {key: {name: value for name, value in raw[key].items() if name in names}
+    part = {key: {name: value for name, value in raw[key].items() if name in names}
             for key in _STABLE_KEYS if isinstance(raw.get(key), dict)}
+    for config in part.get("configs", {}).values():
+        # The task file's location is a temporary folder: it would make reruns differ.
+        config.pop("config_source", None)
+    return part
 
 
 def _headline(raw: dict, spec: TaskSpec) -> dict:

@@ -1014,6 +1014,7 @@ class _Writer:
         self._jobs: queue.Queue[tuple[Callable[[], object], torch.Tensor | None] | None]
         self._jobs = queue.Queue()
         self._error: BaseException | None = None
+        self._abandoned = False
         self._thread = threading.Thread(target=self._run, name="merge-writer", daemon=True)
 
     def __enter__(self) -> _Writer:
@@ -1021,8 +1022,8 @@ class _Writer:
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc is not None and self._error is None:
-            self._error = RuntimeError("merge failed")  # skip the writes still queued
+        if exc is not None:
+            self._abandoned = True  # the outputs are being discarded: skip the queued writes
         self._jobs.put(None)
         self._thread.join()
         if exc is None:
@@ -1045,7 +1046,7 @@ class _Writer:
         while (item := self._jobs.get()) is not None:
             job, release = item
             try:
-                if self._error is None:
+                if self._error is None and not self._abandoned:
                     job()
             except BaseException as err:
                 self._error = err
@@ -1118,6 +1119,15 @@ def _dtype_name(dtype: torch.dtype) -> str:
 # Task vectors
 
 
+def _portable(path: Path) -> str:
+    """A path relative to the working directory where possible: artifacts that name their
+    inputs must have the same bytes wherever the repository is checked out."""
+    try:
+        return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def extract_task_vector(
     theta_pre: Path,
     theta_d: Path,
@@ -1150,8 +1160,8 @@ def extract_task_vector(
         metadata = {
             "format": "pt",
             "mtl_kind": "task_vector",
-            "theta_pre": str(pre.path.resolve()),
-            "theta_d": str(d.path.resolve()),
+            "theta_pre": _portable(pre.path),
+            "theta_d": _portable(d.path),
         }
         if d.config and "model_type" in d.config:
             metadata["model_type"] = str(d.config["model_type"])
@@ -1387,13 +1397,13 @@ def _mergekit_yaml(
         models = [c.metadata.get("theta_d") for c in inputs.skills]
         pre = inputs.skills[0].metadata.get("theta_pre")
     else:
-        models = [str(c.path.resolve()) for c in inputs.skills]
+        models = [_portable(c.path) for c in inputs.skills]
         pre = None
     if inputs.pre is not None:
-        pre = str(inputs.pre.path.resolve())
+        pre = _portable(inputs.pre.path)
     if None in models:
         return None
-    theta_g = str(inputs.general.path.resolve())
+    theta_g = _portable(inputs.general.path)
     comments = [
         f"mergekit {method.mergekit} recipe equivalent to mtl.merge {method.name} at "
         f"omega={list(omega)}.",

@@ -72,7 +72,8 @@ def read_jsonl(path: str | os.PathLike, required: tuple[str, ...] = ()) -> list[
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
             if not isinstance(row, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+                kind = type(row).__name__
+                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {kind}")
             missing = [key for key in required if key not in row]
             if missing:
                 raise ValueError(f"{path}:{lineno}: row is missing field(s) {', '.join(missing)}")

@@ -334,7 +334,7 @@ def build_world(spec: WorldSpec) -> dict[str, list[dict]]:
     corpus_rng = random.Random(spec.seed + 1)
     sentences = _corpus_sentences(corpus_rng, ents)
     corpus = [{"id": f"corpus-{i}", "text": next(sentences)} for i in range(spec.corpus_sentences)]
-    for suite, rows in evals.items():
+    for rows in evals.values():
         for row in rows:
             row["answer"] = row["messages"][1]["content"]
     return {"corpus": corpus, "general": general, **skills,
