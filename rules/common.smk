@@ -4,7 +4,16 @@ import itertools
 from pathlib import Path
 
 TOY = config["scale"] == "toy"
-SKILLS = list(config["data"]["skills"])
+# The paper's order, then any others by name: merging config files may reorder the mapping,
+# and skill order names merges and ω columns, so it must not follow the YAML.
+PAPER_SKILLS = ["science", "safety", "coding"]
+SKILLS = sorted(
+    config["data"]["skills"],
+    key=lambda s: (
+        PAPER_SKILLS.index(s) if s in PAPER_SKILLS else len(PAPER_SKILLS),
+        s,
+    ),
+)
 SUITES = list(config["evaluation"]["suites"])
 REGIMES = ["ptm", "cft", "rt", "cft-match"]
 MERGE_METHODS = {
