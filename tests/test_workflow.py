@@ -133,11 +133,12 @@ def test_bad_config_names_the_key(tmp_path):
     bad.write_text(yaml.safe_dump({"training": {"finetune": {"lr": "fast", "batch_size": 2,
                                                              "epochs": 1}}}))
     done = snakemake(repo, "-n", "results/table5.csv", "--configfile", str(bad), check=False)
+    output = done.stdout + done.stderr
     assert done.returncode != 0
-    assert "lr" in done.stderr and "'fast' is not of type 'number'" in done.stderr
+    assert "['finetune']['lr']" in output and "'fast' is not of type 'number'" in output
     bad.write_text(yaml.safe_dump({"trainng": {}}))
     done = snakemake(repo, "-n", "results/table5.csv", "--configfile", str(bad), check=False)
-    assert done.returncode != 0 and "trainng" in done.stderr
+    assert done.returncode != 0 and "trainng" in done.stdout + done.stderr
 
 
 def test_a_dataset_row_without_messages_fails_naming_file_and_line(toy_run, tmp_path):

@@ -174,6 +174,7 @@ def _task_part(raw: dict, task: str) -> dict:
     for config in part.get("configs", {}).values():
         # The task file's location is a temporary folder: it would make reruns differ.
         config.pop("config_source", None)
+        config.get("metadata", {}).pop("config_source", None)
     return part
 
 

@@ -30,5 +30,12 @@ def setup(smk, seed: int | None = None) -> logging.Logger:
             torch.manual_seed(seed)
     if seed is not None:
         random.seed(seed)
-    return logging.getLogger(f"mtl.{smk.rule}")
+    log = logging.getLogger(f"mtl.{smk.rule}")
+
+    def log_failure(kind, error, trace) -> None:
+        # The rule's log must say why the job failed, not only the terminal.
+        log.critical("%s failed: %s", smk.rule, error, exc_info=(kind, error, trace))
+
+    sys.excepthook = log_failure
+    return log
 
