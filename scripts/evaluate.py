@@ -31,12 +31,12 @@ def heuristic() -> list[float]:
     return [heuristic_omega(len(read_jsonl(path)), n_general) for path in smk.input.skill_data]
 
 
-def merge_points() -> list[list[float]]:
+def merge_points(heuristic_omegas: list[float]) -> list[list[float]]:
     """The ω vectors to evaluate: one heuristic point, or the grid (same ω for each skill)."""
     recipe = params.recipe
     if recipe["weighting"] == "grid":
         return [[omega] * len(recipe["skills"]) for omega in params.recipe["omega_grid"]]
-    return [heuristic()]
+    return [heuristic_omegas]
 
 
 with Step.from_snakemake(smk, seed=params.seed, config_keys=["evaluation"]) as step:
@@ -44,6 +44,7 @@ with Step.from_snakemake(smk, seed=params.seed, config_keys=["evaluation"]) as s
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(device).eval()
     specs = suite_tasks(params.suites, params.tasks)
+    heuristic_omegas = heuristic() if is_merge else None
     toy_data = {Path(f).stem: str(f) for f in smk.input.suites}
 
     with toy_task_dir(toy_data, params.max_gen_toks) as include:
@@ -57,7 +58,7 @@ with Step.from_snakemake(smk, seed=params.seed, config_keys=["evaluation"]) as s
             merger = InPlaceMerger(model, [Path(p) for p in smk.input.task_vectors],
                                    method=recipe["method"],
                                    options={"density": recipe["density"], "seed": recipe["seed"]})
-            omegas = merge_points()
+            omegas = merge_points(heuristic_omegas)
             points = {}
             for index, omega in enumerate(omegas, start=1):
                 log.info("point %d/%d: ω = %s", index, len(omegas), omega)
@@ -81,7 +82,7 @@ with Step.from_snakemake(smk, seed=params.seed, config_keys=["evaluation"]) as s
         write_json(Path(tmp) / "summary.json", {
             "model": Path(smk.output.artifact).name,
             "recipe": params.recipe if is_merge else None,
-            "heuristic_omega": heuristic() if is_merge else None,
+            "heuristic_omega": heuristic_omegas,
             "points": summary,
         })
     if is_merge:

@@ -1,6 +1,7 @@
 """Scorers of the toy suites and seeded subsets."""
 
 import pytest
+
 from mtl.evaluation import check_model_folder
 from mtl.scoring import exact_match, is_refusal, program_passes, run_program, token_f1
 from mtl.subsets import select

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from mtl.toy_model import build_model, build_tokenizer
 from mtl.training import IGNORE, TrainConfig, encode_chat, encode_corpus, train
 
