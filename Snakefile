@@ -27,4 +27,5 @@ rule all:
     default_target: True
     input:
         "results/table5.csv",
+        "results/table3.csv",
         "results/figure1.csv",

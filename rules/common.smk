@@ -1,7 +1,26 @@
 """Paths, resources and input helpers shared by every rule."""
 
 import itertools
+import os
 from pathlib import Path
+
+
+def library_first(environ, library):
+    """Put `library` first on PYTHONPATH, once (SLURM jobs parse this file again).
+
+    Step programs import the library beside them, scripts/mtl. Snakemake appends the script
+    folder to sys.path, after site-packages, so a copy of mtl installed in the Python environment
+    (another checkout's `pip install -e .`, or a plain `pip install .`) would shadow it and jobs
+    would run stale code. First on PYTHONPATH, which every job inherits, this checkout's library
+    wins; mtl.stepkit.setup checks that it did. (PYTHONPATH is optional, so no `envvars:`.)
+    """
+    rest = environ.get("PYTHONPATH", "").split(os.pathsep)
+    environ["PYTHONPATH"] = os.pathsep.join(
+        [library, *(p for p in rest if p not in ("", library))]
+    )
+
+
+library_first(os.environ, str(Path(workflow.basedir) / "scripts"))
 
 TOY = config["scale"] == "toy"
 # The paper's order, then any others by name: merging config files may reorder the mapping,
@@ -165,6 +184,23 @@ def train_params(kind):
         "checkpoint_every": config["training"]["checkpoint_every"],
         "seed": config["seed"],
         "dtype": config["model"]["dtype"],
+    }
+
+
+def table3_inputs(wildcards):
+    """Per skill (first size): CFT and RT models and evals, and PTM at heuristic and grid ω."""
+    pairs = [(skill, first_size(skill)) for skill in SKILLS]
+    models = {
+        kind: [model_dir(f"{regime}-{skill}-{size}") for skill, size in pairs]
+        for kind, regime in (("cft", "cft"), ("rt", "rt"), ("ptm", "ptm"))
+    }
+    return {
+        "baseline": eval_dir("general"),
+        "cft": [eval_dir(Path(m).name) for m in models["cft"]],
+        "rt": [eval_dir(Path(m).name) for m in models["rt"]],
+        "heuristic": [eval_dir(merge_id("ta", "heuristic", [p])) for p in pairs],
+        "grid": [eval_dir(merge_id("ta", "grid", [p])) for p in pairs],
+        **{f"{kind}_model": dirs for kind, dirs in models.items()},
     }
 
 

@@ -25,6 +25,31 @@ rule table5:
         "../scripts/table.py"
 
 
+rule table3:
+    """Table 3: per skill, CFT, RT and PTM (heuristic and best grid ω) against θ_G."""
+    input:
+        unpack(table3_inputs),
+    output:
+        **artifact("results/table3.csv"),
+        figure="results/figures/table3.png",
+        figure_prov=prov("results/figures/table3.png"),
+    log:
+        log_path("table3"),
+    benchmark:
+        bench_path("table3")
+    conda:
+        "../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=scaled("default", "mem_mb"),
+        runtime=scaled("default", "runtime"),
+    params:
+        suites=SUITES,
+        skills=SKILLS,
+    script:
+        "../scripts/table3.py"
+
+
 rule figure1:
     """Figure 1: general and skill scores along the ω grid, the heuristic ω marked."""
     input:

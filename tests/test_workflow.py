@@ -49,6 +49,43 @@ def test_heuristic_omega_is_computed_from_the_actual_subset_sizes(toy_run):
         assert omega == pytest.approx(n_skill / n_general, abs=1e-4)
 
 
+TABLE3_PROCEDURES = ["θ_G", "CFT", "RT", "PTM heuristic ω", "PTM best ω"]
+
+
+def test_table3_compares_cft_rt_and_ptm_from_the_eval_jsons(toy_run, tmp_path):
+    run = clone_run(toy_run, tmp_path / "run")
+    snakemake(run, "results/table3.csv", "--cores", "2", *TEST_CONFIG)
+    table = pd.read_csv(run / "results/table3.csv")
+    assert table.groupby("skill", sort=False)["procedure"].apply(list).to_dict() == {
+        skill: TABLE3_PROCEDURES for skill in SKILLS
+    }
+    base = table.iloc[0]
+    for _, row in table.iterrows():
+        points = json.loads((run / "results/evals" / row["source"] / "summary.json").read_text())[
+            "points"
+        ]
+        if row["procedure"] == "PTM best ω":
+            # The grid point with the best skill score, the smallest ω among ties.
+            best = max(p["scores"][row["skill"]]["score"] for p in points)
+            omega = min(p["omega"][0] for p in points if p["scores"][row["skill"]]["score"] == best)
+            assert (row["Skill"], row["omega"]) == (pytest.approx(100 * best, abs=0.01), omega)
+            continue
+        (point,) = points
+        for column, suite in (("General", "general"), ("Skill", row["skill"]), ("ExRef", "exref")):
+            assert row[column] == pytest.approx(100 * point["scores"][suite]["score"], abs=0.01)
+        if base["General"]:  # a change from zero is not a percentage: left empty
+            change = 100 * (row["General"] - base["General"]) / base["General"]
+            assert row["General_change_pct"] == pytest.approx(change, abs=0.1)
+        else:
+            assert pd.isna(row["General_change_pct"])
+    # Cost in optimizer steps: CFT and PTM train on D alone (same steps), RT on G ∪ D.
+    steps = table.pivot(index="skill", columns="procedure", values="train_steps")
+    assert (steps["CFT"] == steps["PTM heuristic ω"]).all()
+    assert (steps["RT"] > steps["CFT"]).all()
+    assert table.loc[table["procedure"] == "θ_G", "train_steps"].isna().all()
+    assert (run / "results/figures/table3.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_every_artifact_has_a_provenance_record(toy_run):
     hashes = prov_hashes(toy_run)
     assert "results/table5.csv" in hashes and "results/models/general" in hashes

@@ -6,10 +6,25 @@ import logging
 import os
 import random
 import sys
+from pathlib import Path
+
+
+def check_library(smk) -> None:
+    """Fail unless this mtl is the one beside the step program (rules/common.smk says why)."""
+    here = Path(__file__).resolve().parent
+    expected = Path(smk.scriptdir).resolve() / "mtl"
+    if here != expected:
+        raise RuntimeError(
+            f"rule {smk.rule}: the step program is from {smk.scriptdir} but the library mtl was "
+            f"imported from {here}, another copy installed in this Python environment. Run "
+            f"through this checkout's Snakefile (it puts {expected.parent} first on PYTHONPATH), "
+            "or reinstall this checkout with `pip install -e .`."
+        )
 
 
 def setup(smk, seed: int | None = None) -> logging.Logger:
     """Log to the job's log file and to stderr; pin threads and seeds for determinism."""
+    check_library(smk)
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if smk.log:
         os.makedirs(os.path.dirname(str(smk.log[0])) or ".", exist_ok=True)

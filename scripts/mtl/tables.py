@@ -66,6 +66,62 @@ def omega_sweep(sweeps: list[str], baseline: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def best_point(summary: dict, skill: str) -> dict:
+    """The grid point with the highest skill score (the smallest ω among ties).
+
+    Like the paper's "best PTM", it is chosen on the evaluation sets themselves, so it is an
+    upper bound on what a tuned ω gives, not a held-out estimate.
+    """
+    return max(summary["points"], key=lambda p: (p["scores"][skill]["score"], -p["omega"][0]))
+
+
+def _change(value: float, base: float) -> float | None:
+    """Percent change against θ_G, as the paper's Table 3 reports it; none from a zero base."""
+    return round(100 * (value - base) / base, 1) if base else None
+
+
+def table3(baseline: str, procedures: dict[str, dict[str, str]], steps: dict[str, dict[str, int]],
+           suites: list[str]) -> pd.DataFrame:
+    """Per skill: θ_G, CFT, RT, and PTM at ω = |D|/|G| and at its best grid ω (Table 3's shape).
+
+    procedures[skill] names the evaluation folders: "CFT", "RT", "heuristic" and "grid";
+    steps[skill] the optimizer steps each procedure trained for ("CFT", "RT", "PTM"), the
+    paper's cost measure. Scores in percent with stderr; changes in percent of θ_G's score.
+    """
+    base_point = read_summary(baseline)["points"][0]
+    rows = []
+    for skill, folders in procedures.items():
+        kept = [s for s in ("general", skill, "exref") if s in suites]
+        base = {s: base_point["scores"][s]["score"] for s in kept}
+        first = {kind: read_summary(folders[kind])["points"][0] for kind in ("CFT", "RT",
+                                                                             "heuristic")}
+        cost = steps[skill]
+        candidates = [
+            ("θ_G", baseline, base_point, None),
+            ("CFT", folders["CFT"], first["CFT"], cost["CFT"]),
+            ("RT", folders["RT"], first["RT"], cost["RT"]),
+            ("PTM heuristic ω", folders["heuristic"], first["heuristic"], cost["PTM"]),
+            ("PTM best ω", folders["grid"], best_point(read_summary(folders["grid"]), skill),
+             cost["PTM"]),
+        ]
+        for procedure, folder, point, n_steps in candidates:
+            row: dict[str, object] = {
+                "skill": skill, "procedure": procedure, "source": Path(folder).name,
+                "omega": round(point["omega"][0], 4) if point.get("omega") else None,
+            }
+            for suite in kept:
+                name = "Skill" if suite == skill else COLUMNS[suite]
+                row[name] = round(100 * point["scores"][suite]["score"], 2)
+                row[f"{name}_se"] = round(100 * point["scores"][suite]["stderr"], 2)
+            if "general" in kept:
+                row["General_change_pct"] = _change(point["scores"]["general"]["score"],
+                                                    base["general"])
+            row["Skill_change_pct"] = _change(point["scores"][skill]["score"], base[skill])
+            row["train_steps"] = n_steps
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
 SKILL_COLUMN = {"science": "Science", "safety": "Safety", "coding": "Coding"}
 
 
@@ -97,5 +153,50 @@ def plot_omega_sweep(frame: pd.DataFrame, path) -> None:
         ax.legend(fontsize=7, loc="lower left")
     axes[0][0].set_ylabel("score (%) — dotted: θ_G")
     fig.tight_layout()
+    fig.savefig(path, dpi=120, format="png")
+    plt.close(fig)
+
+
+PROCEDURE_STYLE = {  # marker, color
+    "θ_G": ("s", "black"),
+    "CFT": ("v", "tab:red"),
+    "RT": ("^", "tab:blue"),
+    "PTM heuristic ω": ("*", "tab:orange"),
+    "PTM best ω": ("D", "tab:orange"),
+}
+
+
+def plot_procedures(table: pd.DataFrame, sweep: pd.DataFrame, path) -> None:
+    """Table 3 as a picture: General vs. skill score per procedure, one panel per skill, with
+    PTM's path along the ω grid, so the trade-off each procedure makes is visible at a glance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    skills = list(dict.fromkeys(table["skill"]))
+    fig, axes = plt.subplots(1, len(skills), figsize=(4.2 * len(skills), 3.8), squeeze=False)
+    for ax, skill in zip(axes[0], skills, strict=True):
+        path_ = sweep[sweep["skill"] == skill].sort_values("omega")
+        column = SKILL_COLUMN.get(skill, skill)
+        ax.plot(path_["General"], path_[column], color="tab:orange", lw=1, alpha=0.6,
+                label="PTM along ω")
+        for _, point in path_.iloc[:: max(1, len(path_) // 5)].iterrows():
+            ax.annotate(f"{point['omega']:g}", (point["General"], point[column]), fontsize=6,
+                        color="tab:orange", xytext=(3, -8), textcoords="offset points")
+        for _, row in table[table["skill"] == skill].iterrows():
+            marker, color = PROCEDURE_STYLE[row["procedure"]]
+            ax.errorbar(row["General"], row["Skill"], xerr=row["General_se"],
+                        yerr=row["Skill_se"], marker=marker, color=color, ms=8, capsize=2,
+                        ls="none", label=row["procedure"])
+        ax.set_title(skill)
+        ax.set_xlabel("General (%)")
+        ax.set_xlim(-3, 103)
+        ax.set_ylim(-3, 103)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("skill score (%)")
+    # One legend under the panels: inside, it would cover points in one panel or another.
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", ncol=6, fontsize=8)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=120, format="png")
     plt.close(fig)
