@@ -207,10 +207,9 @@ def test_workflow_through_slurm(slurm_cluster, workspace, request):
         f"{len(planned)} jobs planned, {len(sbatched)} sbatched: a rule ran on the submit host?"
     )
     assert len(submissions) == len(planned) + 1, "expected exactly one resubmission (the retry)"
-    attempts = Counter(job for job, _ in submissions)
-    retried = [job for job, n in attempts.items() if n == 2]
-    assert retried and dict(submissions).get(retried[0]) != killed
-    retry = dict(submissions)[retried[0]]  # the later submission of that Snakemake job
+    (retried,) = [job for job, n in Counter(job for job, _ in submissions).items() if n == 2]
+    retry = dict(submissions)[retried]  # the later of that Snakemake job's two SLURM jobs
+    assert retry != killed
 
     # ... and the scheduler's own records agree: those jobs, this run, all successful but one.
     records = {job["JobId"]: job for job in slurm_cluster.jobs()}
