@@ -18,7 +18,8 @@ _SKIP = shutil.ignore_patterns(".git", ".venv", "results", ".snakemake", "__pyca
 
 
 def copy_repo(dest: Path) -> Path:
-    """The files a fresh clone would have (tracked + untracked-but-not-ignored), nothing built."""
+    """The files a fresh clone would have (tracked + untracked-but-not-ignored), nothing built:
+    not even the tables committed under results/."""
     dest.mkdir(parents=True, exist_ok=True)
     try:
         listed = subprocess.run(
@@ -29,6 +30,8 @@ def copy_repo(dest: Path) -> Path:
         shutil.copytree(REPO, dest, ignore=_SKIP, dirs_exist_ok=True)
         return dest
     for rel in (f.decode() for f in listed if f):
+        if rel.startswith("results/"):  # the committed tables: outputs, not sources
+            continue
         src = REPO / rel
         if src.is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -275,8 +275,9 @@ def _git_state(cwd: Path) -> dict[str, Any]:
             timeout=30,
             check=True,
         ).stdout.strip()
+        # Outputs are not code: the tables committed under results/ change with every run.
         status = subprocess.run(
-            ["git", "status", "--porcelain"],
+            ["git", "status", "--porcelain", "--", ".", ":(exclude)results"],
             cwd=cwd,
             capture_output=True,
             text=True,
