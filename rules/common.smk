@@ -190,17 +190,17 @@ def train_params(kind):
 def table3_inputs(wildcards):
     """Per skill (first size): CFT and RT models and evals, and PTM at heuristic and grid ω."""
     pairs = [(skill, first_size(skill)) for skill in SKILLS]
-    models = {
-        kind: [model_dir(f"{regime}-{skill}-{size}") for skill, size in pairs]
-        for kind, regime in (("cft", "cft"), ("rt", "rt"), ("ptm", "ptm"))
+    ids = {
+        regime: [f"{regime}-{skill}-{size}" for skill, size in pairs]
+        for regime in ("cft", "rt", "ptm")
     }
     return {
         "baseline": eval_dir("general"),
-        "cft": [eval_dir(Path(m).name) for m in models["cft"]],
-        "rt": [eval_dir(Path(m).name) for m in models["rt"]],
+        "cft": [eval_dir(i) for i in ids["cft"]],
+        "rt": [eval_dir(i) for i in ids["rt"]],
         "heuristic": [eval_dir(merge_id("ta", "heuristic", [p])) for p in pairs],
         "grid": [eval_dir(merge_id("ta", "grid", [p])) for p in pairs],
-        **{f"{kind}_model": dirs for kind, dirs in models.items()},
+        **{f"{regime}_model": [model_dir(i) for i in ids[regime]] for regime in ids},
     }
 
 

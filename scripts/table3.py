@@ -1,21 +1,16 @@
 """Table 3: per skill, CFT vs. RT vs. PTM against θ_G, with each procedure's training steps;
 as CSV and as a plot of General vs. skill score."""
 
-import json
 from pathlib import Path
 
 from mtl.io import atomic_file
 from mtl.provenance import Step
 from mtl.stepkit import setup
-from mtl.tables import omega_sweep, plot_procedures, table3
+from mtl.tables import omega_sweep, plot_procedures, table3, training_steps
 
 smk = snakemake
 log = setup(smk)
 skills = list(smk.params.skills)
-
-
-def steps(model: str) -> int:
-    return json.loads((Path(model) / "training_summary.json").read_text())["steps"]
 
 
 with Step.from_snakemake(smk, config_keys=["evaluation", "merge", "training"]) as step:
@@ -26,7 +21,7 @@ with Step.from_snakemake(smk, config_keys=["evaluation", "merge", "training"]) a
         )
     }
     costs = {
-        skill: {"CFT": steps(cft), "RT": steps(rt), "PTM": steps(ptm)}
+        skill: {"CFT": training_steps(cft), "RT": training_steps(rt), "PTM": training_steps(ptm)}
         for skill, cft, rt, ptm in zip(
             skills, smk.input.cft_model, smk.input.rt_model, smk.input.ptm_model, strict=True
         )

@@ -11,12 +11,20 @@ COLUMNS = {"general": "General", "science": "Science", "safety": "Safety", "codi
            "exref": "ExRef"}
 
 
-def read_summary(eval_dir: str | Path) -> dict:
-    path = Path(eval_dir) / "summary.json"
+def _read_json(path: Path, what: str) -> dict:
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: unreadable evaluation summary ({err})") from None
+        raise ValueError(f"{path}: unreadable {what} ({err})") from None
+
+
+def read_summary(eval_dir: str | Path) -> dict:
+    return _read_json(Path(eval_dir) / "summary.json", "evaluation summary")
+
+
+def training_steps(model_dir: str | Path) -> int:
+    """Optimizer steps a trained model folder took (its training_summary.json): Table 3's cost."""
+    return _read_json(Path(model_dir) / "training_summary.json", "training summary")["steps"]
 
 
 def merge_label(recipe: dict | None) -> str:
@@ -125,16 +133,31 @@ def table3(baseline: str, procedures: dict[str, dict[str, str]], steps: dict[str
 SKILL_COLUMN = {"science": "Science", "safety": "Safety", "coding": "Coding"}
 
 
-def plot_omega_sweep(frame: pd.DataFrame, path) -> None:
-    """General vs. skill score along ω, one panel per skill, heuristic ω marked (Figure 1)."""
+def _panel_row(count: int, height: float):
+    """A figure with one row of `count` panels (matplotlib's file-only backend: jobs have no
+    display, and importing it only here keeps it off every other step's start-up)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig, axes = plt.subplots(1, count, figsize=(4.2 * count, height), squeeze=False)
+    return fig, axes[0]
+
+
+def _save_png(fig, path, rect: tuple[float, float, float, float] | None = None) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout(rect=rect)
+    fig.savefig(path, dpi=120, format="png")
+    plt.close(fig)
+
+
+def plot_omega_sweep(frame: pd.DataFrame, path) -> None:
+    """General vs. skill score along ω, one panel per skill, heuristic ω marked (Figure 1)."""
     skills = list(dict.fromkeys(frame["skill"]))
-    fig, axes = plt.subplots(1, len(skills), figsize=(4.2 * len(skills), 3.6), squeeze=False)
-    for ax, skill in zip(axes[0], skills, strict=True):
+    fig, axes = _panel_row(len(skills), 3.6)
+    for ax, skill in zip(axes, skills, strict=True):
         part = frame[frame["skill"] == skill].sort_values("omega")
         lines = [("General", "tab:blue"), (SKILL_COLUMN.get(skill, skill), "tab:orange")]
         if skill == "safety":
@@ -151,10 +174,8 @@ def plot_omega_sweep(frame: pd.DataFrame, path) -> None:
         ax.set_ylim(-3, 103)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower left")
-    axes[0][0].set_ylabel("score (%) — dotted: θ_G")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120, format="png")
-    plt.close(fig)
+    axes[0].set_ylabel("score (%) — dotted: θ_G")
+    _save_png(fig, path)
 
 
 PROCEDURE_STYLE = {  # marker, color
@@ -169,14 +190,9 @@ PROCEDURE_STYLE = {  # marker, color
 def plot_procedures(table: pd.DataFrame, sweep: pd.DataFrame, path) -> None:
     """Table 3 as a picture: General vs. skill score per procedure, one panel per skill, with
     PTM's path along the ω grid, so the trade-off each procedure makes is visible at a glance."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     skills = list(dict.fromkeys(table["skill"]))
-    fig, axes = plt.subplots(1, len(skills), figsize=(4.2 * len(skills), 3.8), squeeze=False)
-    for ax, skill in zip(axes[0], skills, strict=True):
+    fig, axes = _panel_row(len(skills), 3.8)
+    for ax, skill in zip(axes, skills, strict=True):
         path_ = sweep[sweep["skill"] == skill].sort_values("omega")
         column = SKILL_COLUMN.get(skill, skill)
         ax.plot(path_["General"], path_[column], color="tab:orange", lw=1, alpha=0.6,
@@ -194,9 +210,7 @@ def plot_procedures(table: pd.DataFrame, sweep: pd.DataFrame, path) -> None:
         ax.set_xlim(-3, 103)
         ax.set_ylim(-3, 103)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("skill score (%)")
+    axes[0].set_ylabel("skill score (%)")
     # One legend under the panels: inside, it would cover points in one panel or another.
-    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", ncol=6, fontsize=8)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    fig.savefig(path, dpi=120, format="png")
-    plt.close(fig)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=6, fontsize=8)
+    _save_png(fig, path, rect=(0, 0.08, 1, 1))
