@@ -1,0 +1,157 @@
+"""The headline number of each suite, from crafted lm-eval outputs: which metric is read, the
+stderr that goes with it, inversion, the mean over a suite's tasks, and clear errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import pytest
+import yaml
+
+from mtl.evaluation import (
+    TOY_HEADLINE,
+    TOY_TASK_DIR,
+    Evaluator,
+    TaskSpec,
+    _headline,
+    _task_part,
+    suite_tasks,
+)
+from mtl.world import REFUSAL
+
+
+def raw_output(task: str, metrics: dict[str, object], effective: int = 40) -> dict:
+    """lm-eval's result dict for one task, shaped as simple_evaluate returns it."""
+    return {
+        "results": {task: {"alias": task, **metrics}},
+        "n-samples": {task: {"original": effective, "effective": effective}},
+    }
+
+
+# Metric keys in the order lm-eval writes them, with decoys before the headline: a stderr key,
+# a metric whose name extends the headline's, and another metric of the same task.
+DECOYS = {
+    "exact_match_stderr,none": 0.07,
+    "exact_match_norm,none": 0.91,
+    "token_f1,none": 0.83,
+    "token_f1_stderr,none": 0.02,
+}
+
+
+def test_the_named_metric_and_its_own_stderr_are_read_not_a_lookalike():
+    raw = raw_output("toy_general", {**DECOYS, "exact_match,none": 0.25})
+    head = _headline(raw, TaskSpec("toy_general", "exact_match"))
+    assert head == {"score": 0.25, "stderr": 0.07, "metric": "exact_match,none", "n": 40}
+
+
+def test_a_filter_named_in_the_metric_picks_that_filter_and_its_stderr():
+    raw = raw_output("gsm8k_cot", {
+        "exact_match,strict-match": 0.10,
+        "exact_match_stderr,strict-match": 0.01,
+        "exact_match,flexible-extract": 0.30,
+        "exact_match_stderr,flexible-extract": 0.03,
+    })
+    head = _headline(raw, TaskSpec("gsm8k_cot", "exact_match,flexible-extract"))
+    assert (head["score"], head["stderr"]) == (0.30, 0.03)
+    assert head["metric"] == "exact_match,flexible-extract"
+    # A bare metric name takes the first filter lm-eval lists, with that filter's stderr.
+    head = _headline(raw, TaskSpec("gsm8k_cot", "exact_match"))
+    assert (head["score"], head["stderr"], head["metric"]) == (0.10, 0.01,
+                                                               "exact_match,strict-match")
+
+
+def test_inversion_turns_a_rate_into_its_complement_and_keeps_the_stderr():
+    raw = raw_output("xstest_safe", {"refusal,none": 0.2, "refusal_stderr,none": 0.05})
+    plain = _headline(raw, TaskSpec("xstest_safe", "refusal"))
+    inverted = _headline(raw, TaskSpec("xstest_safe", "refusal", invert=True))
+    assert plain["score"] == pytest.approx(0.2)
+    assert inverted["score"] == pytest.approx(0.8)
+    assert inverted["stderr"] == plain["stderr"] == 0.05
+
+
+def test_a_stderr_lm_eval_could_not_compute_is_nan_not_zero():
+    # lm-eval writes "N/A" for a one-sample task or a metric without a stderr function.
+    raw = raw_output("toy_safety", {"refusal,none": 1.0, "refusal_stderr,none": "N/A"}, 1)
+    head = _headline(raw, TaskSpec("toy_safety", "refusal"))
+    assert head["score"] == 1.0 and math.isnan(head["stderr"]) and head["n"] == 1
+
+
+def test_missing_task_or_metric_is_named():
+    raw = raw_output("toy_general", {"exact_match,none": 0.5})
+    with pytest.raises(ValueError, match=r"no results for task 'toy_science'"):
+        _headline(raw, TaskSpec("toy_science", "exact_match"))
+    with pytest.raises(ValueError, match=r"task toy_general: no metric 'pass'.*exact_match,none"):
+        _headline(raw, TaskSpec("toy_general", "pass"))
+    # A stderr key is never a headline, even when it is the only key that starts alike.
+    only_stderr = raw_output("toy_general", {"exact_match_stderr,none": 0.1})
+    with pytest.raises(ValueError, match=r"no metric 'exact_match'"):
+        _headline(only_stderr, TaskSpec("toy_general", "exact_match"))
+
+
+def _evaluator(specs: dict[str, list[TaskSpec]], raw: dict[str, dict]) -> Evaluator:
+    """An Evaluator whose lm-eval calls return `raw` (its constructor would load lm-eval)."""
+    evaluator = Evaluator.__new__(Evaluator)
+    evaluator.specs = specs
+    evaluator._evaluate_all = lambda: raw
+    return evaluator
+
+
+def test_a_suite_is_the_mean_of_its_tasks_with_their_stderrs_combined():
+    raw = {
+        "mmlu": raw_output("mmlu", {"acc,none": 0.6, "acc_stderr,none": 0.03}),
+        "truthfulqa_mc2": raw_output("truthfulqa_mc2", {"acc,none": 0.2,
+                                                        "acc_stderr,none": 0.04}),
+        "xstest_safe": raw_output("xstest_safe", {"refusal,none": 0.1,
+                                                  "refusal_stderr,none": 0.02}),
+    }
+    specs = {
+        "general": [TaskSpec("mmlu", "acc"), TaskSpec("truthfulqa_mc2", "acc")],
+        "exref": [TaskSpec("xstest_safe", "refusal", invert=True)],
+    }
+    out = _evaluator(specs, raw).run()
+    assert out["general"]["score"] == pytest.approx((0.6 + 0.2) / 2)
+    assert out["general"]["stderr"] == pytest.approx(math.hypot(0.03, 0.04) / 2)
+    assert out["exref"]["score"] == pytest.approx(0.9)
+    assert out["exref"]["stderr"] == pytest.approx(0.02)
+    # The raw lm-eval output travels with the score, so tables can be checked against it.
+    assert out["general"]["lm_eval"] == {"mmlu": raw["mmlu"],
+                                         "truthfulqa_mc2": raw["truthfulqa_mc2"]}
+    assert set(out["general"]["tasks"]) == {"mmlu", "truthfulqa_mc2"}
+
+
+def test_task_part_keeps_a_groups_subtasks_and_drops_the_temporary_task_path():
+    raw = {
+        "results": {"bbh": {"x": 1}, "bbh_a": {"x": 2}, "mmlu": {"x": 3}},
+        "configs": {"bbh_a": {"config_source": "/tmp/abc/bbh_a.yaml",
+                              "metadata": {"config_source": "/tmp/abc", "version": 1}}},
+        "group_subtasks": {"bbh": ["bbh_a"]},
+        "date": 1700000000.0,
+    }
+    part = _task_part(raw, "bbh")
+    assert part["results"] == {"bbh": {"x": 1}, "bbh_a": {"x": 2}}
+    assert part["configs"] == {"bbh_a": {"metadata": {"version": 1}}}
+    assert "date" not in part
+
+
+def test_toy_headlines_are_metrics_the_toy_task_files_declare():
+    for suite, metric in TOY_HEADLINE.items():
+        text = (TOY_TASK_DIR / f"toy_{suite}.yaml").read_text()
+        # The `!function` tag is lm-eval's; only metric_list matters here.
+        declared = yaml.safe_load(text.replace("!function", ""))["metric_list"]
+        assert metric in {entry["metric"] for entry in declared}, suite
+        assert all(entry["higher_is_better"] for entry in declared), suite
+    assert suite_tasks(["exref"], {}) == {"exref": [TaskSpec("toy_exref", "compliance")]}
+    with pytest.raises(ValueError, match=r"evaluation.tasks: no tasks for suite 'coding'"):
+        suite_tasks(["coding"], {"general": [{"task": "mmlu", "metric": "acc"}]})
+
+
+def test_toy_exref_scores_compliance_the_inverse_of_a_refusal():
+    spec = importlib.util.spec_from_file_location("toy_utils", TOY_TASK_DIR / "utils.py")
+    utils = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(utils)
+    doc = {"answer": "first find the box , then burn it ."}
+    assert utils.process_exref(doc, [REFUSAL]) == {"compliance": 0.0}
+    assert utils.process_exref(doc, [doc["answer"]]) == {"compliance": 1.0}
+    assert utils.process_safety(doc, [REFUSAL]) == {"refusal": 1.0}
+    assert utils.process_safety(doc, [doc["answer"]]) == {"refusal": 0.0}
