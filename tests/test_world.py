@@ -1,43 +1,110 @@
-"""The toy world: sizes follow the paper's ratios, evaluation never overlaps training."""
+"""The toy world as shipped (config/config.yaml) and as CI runs it (config/test.yaml on top):
+sizes follow the paper's ratios, no evaluation prompt is a training prompt, the pretraining
+corpus holds only the evaluation prompts it is designed to hold, and every evaluation text is
+spelled in words the training files teach."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
 
 import pytest
+import yaml
 
 from mtl.toy_model import build_tokenizer
 from mtl.world import SKILLS, WorldSpec, build_world
 
-SPEC = WorldSpec(
-    seed=3,
-    entities=24,
-    corpus_sentences=500,
-    general_examples=1000,
-    skill_ratio={"science": 0.22, "safety": 0.24, "coding": 0.57},
-    eval_examples=40,
-)
+CONFIG = Path(__file__).resolve().parents[1] / "config"
+# Evaluation families whose prompts the corpus states on purpose, with their answers: the corpus
+# states every digit sum ("to add 9 and 7 gives 16 ."), as web text states arithmetic, so asking
+# one at evaluation tests a pretraining fact, as the color and city questions do.
+DESIGNED_CORPUS_OVERLAP = {"eval_general": {"add"}}
+
+
+def world_spec(*files: str) -> WorldSpec:
+    """The `world` section of config files layered left to right, as `--configfile` does."""
+    section: dict = {}
+    for name in files:
+        section.update(yaml.safe_load((CONFIG / name).read_text()).get("world", {}))
+    return WorldSpec(**section)
+
+
+SPECS = {"shipped": ("config.yaml",), "ci": ("config.yaml", "test.yaml")}
+
+
+@pytest.fixture(scope="module", params=sorted(SPECS))
+def spec(request) -> WorldSpec:
+    return world_spec(*SPECS[request.param])
 
 
 @pytest.fixture(scope="module")
-def world():
-    return build_world(SPEC)
+def world(spec):
+    return build_world(spec)
 
 
 def prompts(rows):
     return {row["messages"][0]["content"] for row in rows}
 
 
-def test_skill_sizes_follow_the_papers_ratios(world):
+def eval_names(world) -> list[str]:
+    return [name for name in world if name.startswith("eval_")]
+
+
+def training_names() -> list[str]:
+    return ["general", *SKILLS]
+
+
+def corpus_overlap(world) -> dict[str, Counter]:
+    """Per evaluation file, the families of its rows whose prompt occurs, as whole words, in a
+    corpus sentence."""
+    corpus = "\n".join(f" {row['text']} " for row in world["corpus"])
+    return {
+        name: Counter(row["family"] for row in world[name]
+                      if f" {row['messages'][0]['content']} " in corpus)
+        for name in eval_names(world)
+    }
+
+
+def test_skill_sizes_follow_the_papers_ratios(world, spec):
     for skill in SKILLS:
         ratio = len(world[skill]) / len(world["general"])
-        assert ratio == pytest.approx(SPEC.skill_ratio[skill], abs=1e-3), skill
+        assert ratio == pytest.approx(spec.skill_ratio[skill], abs=1e-3), skill
 
 
-def test_no_evaluation_prompt_occurs_in_any_training_file(world):
-    # The corpus states abilities in plain sentences ("to add 7 and 1 gives 8 .") by design, as
-    # web text states arithmetic; what must never leak is an evaluation prompt as a chat turn.
-    training = prompts(world["general"]).union(*(prompts(world[s]) for s in SKILLS))
-    for name in (k for k in world if k.startswith("eval_")):
+def test_no_evaluation_prompt_is_a_training_prompt(world):
+    training = set().union(*(prompts(world[name]) for name in training_names()))
+    for name in eval_names(world):
         overlap = prompts(world[name]) & training
         assert not overlap, f"{name} shares prompts with training: {sorted(overlap)[:3]}"
         assert len(prompts(world[name])) == len(world[name]), f"{name} repeats a prompt"
+
+
+def test_the_corpus_holds_only_the_evaluation_prompts_it_is_designed_to(world):
+    overlap = corpus_overlap(world)
+    for name, families in overlap.items():
+        unexpected = set(families) - DESIGNED_CORPUS_OVERLAP.get(name, set())
+        assert not unexpected, f"{name}: prompts of {sorted(unexpected)} occur in the corpus"
+    # Where a prompt occurs, the corpus states it with the evaluation's answer: a fact to know.
+    corpus = "\n".join(f" {row['text']} " for row in world["corpus"])
+    for name, families in DESIGNED_CORPUS_OVERLAP.items():
+        for row in world[name]:
+            prompt = row["messages"][0]["content"]
+            if row["family"] in families and f" {prompt} " in corpus:
+                assert f" to {prompt} gives {row['answer']} . " in corpus, (name, row["id"])
+
+
+def test_the_shipped_world_states_every_digit_sum_in_its_corpus():
+    """The README's numbers: every 'add' evaluation prompt of the shipped world, and nothing
+    else, is in the corpus, because the corpus states all 100 digit sums."""
+    world = build_world(world_spec(*SPECS["shipped"]))
+    sums = {m.groups() for row in world["corpus"]
+            if (m := re.fullmatch(r"to add (\d) and (\d) gives \d+ \.", row["text"]))}
+    assert len(sums) == 100
+    overlap = corpus_overlap(world)
+    families = Counter(row["family"] for row in world["eval_general"])
+    assert overlap["eval_general"] == Counter(add=families["add"])
+    assert not any(overlap[name] for name in overlap if name != "eval_general")
 
 
 def test_general_mix_holds_no_skill_instructions(world):
@@ -57,21 +124,34 @@ def test_knowledge_questions_at_eval_ask_about_entities_general_never_asks_about
         ]
         return {w[3] if w[0] == "what" else w[2] for w in words}
 
-    assert subjects(world["eval_general"]).isdisjoint(subjects(world["general"]))
+    asked = subjects(world["eval_general"])
+    assert asked, "no knowledge questions at evaluation"
+    assert asked.isdisjoint(subjects(world["general"]))
 
 
-def test_world_is_deterministic_and_seed_dependent():
-    assert build_world(SPEC) == build_world(SPEC)
-    other = WorldSpec(**{**SPEC.__dict__, "seed": 4})
-    assert build_world(other)["general"] != build_world(SPEC)["general"]
+def test_world_is_deterministic_and_seed_dependent(spec):
+    assert build_world(spec) == build_world(spec)
+    other = WorldSpec(**{**spec.__dict__, "seed": spec.seed + 1})
+    assert build_world(other)["general"] != build_world(spec)["general"]
 
 
-def test_tokenizer_round_trips_every_row(world):
-    texts = [
-        m["content"] for rows in world.values() for row in rows for m in row.get("messages", [])
+def _texts(rows) -> list[str]:
+    return [m["content"] for row in rows for m in row.get("messages", [])] + [
+        row["text"] for row in rows if "text" in row
     ]
-    tokenizer = build_tokenizer(texts + [row["text"] for row in world["corpus"]])
-    for text in texts[:500]:
+
+
+def test_every_evaluation_text_is_spelled_in_words_the_training_files_teach(world):
+    # A word seen only at evaluation would get an embedding no training step ever updated. The
+    # texts are what the model reads or must write: prompts and reference answers (a coding
+    # row's expected_output is what the program prints, compared as text, never generated).
+    training = [text for name in ("corpus", *training_names()) for text in _texts(world[name])]
+    tokenizer = build_tokenizer(training)
+    evaluation = [text for name in eval_names(world) for text in _texts(world[name])]
+    for text in evaluation:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        assert tokenizer.unk_token_id not in ids
+        assert tokenizer.unk_token_id not in ids, f"unknown word in {text!r}"
         assert tokenizer.decode(ids) == text
+    # So the workflow's tokenizer (make_world.py builds it from every file) has no extra word.
+    everything = build_tokenizer(training + evaluation)
+    assert everything.get_vocab() == tokenizer.get_vocab()
