@@ -14,7 +14,8 @@ copy of the repository, and checks against the scheduler's own records that:
   test_workflow.py, built while the SLURM run waits on the scheduler), the resumed model included.
 
 Needs root on Debian (it apt-installs slurmctld, slurmd, slurm-client, munge if missing). It
-skips, saying why, anywhere else; under CI=true as root on Debian it fails instead of skipping.
+skips, saying why, anywhere else; under CI=true it fails instead of skipping, unless CI names
+why its machine cannot run it in MTL_SLURM_SKIP_REASON (then the skip says so).
 """
 
 from __future__ import annotations
@@ -51,18 +52,19 @@ FAULTS = Path(__file__).resolve().parent / "faults"  # the hold-at-checkpoint ho
 KILLED_RULE = "pretrain"  # the first training job, so the first to reach a checkpoint
 
 
-def _must_not_skip() -> bool:
-    """CI on a Debian machine as root has everything needed: a skip there would hide a failure."""
-    return (
-        os.environ.get("CI", "").lower() == "true"
-        and os.geteuid() == 0
-        and Path("/etc/debian_version").exists()
-    )
+# CI declares a machine that cannot run a local SLURM (no root, not Debian) by naming why here;
+# without it a skip under CI=true is a failure, so the README's SLURM claim is never skipped
+# unnoticed.
+SKIP_REASON_VARIABLE = "MTL_SLURM_SKIP_REASON"
 
 
 def _skip(reason: str):
-    if _must_not_skip():
-        pytest.fail(f"CI=true as root on Debian, so the SLURM test must run, but: {reason}")
+    declared = os.environ.get(SKIP_REASON_VARIABLE, "").strip()
+    if os.environ.get("CI", "").lower() == "true":
+        if not declared:
+            pytest.fail(f"CI=true, so the SLURM test must run, but: {reason} (a CI machine that"
+                        f" cannot run it must say why in {SKIP_REASON_VARIABLE})")
+        pytest.skip(f"local SLURM test not run: {reason}; CI declared: {declared}")
     pytest.skip(f"local SLURM test not run: {reason}")
 
 
