@@ -1,4 +1,5 @@
-"""Table 3 from synthetic evaluation folders: best grid ω, percent changes, costs."""
+"""Tables 3 and 5 and Figure 1's data from synthetic evaluation folders: every column from its
+own suite, skill and field; best grid ω, percent changes, costs."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mtl.tables import best_point, table3
+from mtl.tables import COLUMNS, best_point, omega_sweep, table3, table5
 
 SUITES = ["general", "safety", "exref"]
 
@@ -48,3 +49,78 @@ def test_table3_rows_changes_and_costs(tmp_path):
     assert table.loc["PTM heuristic ω", "omega"] == 0.24
     assert table.loc["RT", "train_steps"] == 310 and pd.isna(table.loc["θ_G", "train_steps"])
 
+
+
+# Table 5 from synthetic evaluation folders: every suite a different score and stderr, so a
+# value read from the wrong suite, field or skill cannot match.
+TABLE5_SUITES = ["general", "science", "safety", "coding", "exref"]
+SKILLS = ["science", "safety", "coding"]
+
+
+def _scores(offset: float) -> dict:
+    return {
+        suite: {"score": 0.1 * index + offset, "stderr": 0.01 * index + offset / 10}
+        for index, suite in enumerate(TABLE5_SUITES, start=1)
+    }
+
+
+def _eval_folder(root: Path, name: str, skills: list[str] | None, omega: list[float] | None,
+                 offset: float, points: int = 1) -> str:
+    recipe = {"method": "task_arithmetic", "skills": skills} if skills else None
+    summary = {"recipe": recipe, "points": [{"omega": omega, "scores": _scores(offset)}] * points}
+    (root / name).mkdir()
+    (root / name / "summary.json").write_text(json.dumps(summary))
+    return str(root / name)
+
+
+def test_table5_every_column_comes_from_its_own_suite_and_skill(tmp_path):
+    base = _eval_folder(tmp_path, "general", None, None, 0.001)
+    merges = {
+        "merge-a": (["safety"], [0.24], 0.002),
+        "merge-b": (["science", "coding"], [0.22, 0.57], 0.003),
+        "merge-c": (["science", "safety", "coding"], [0.22, 0.24, 0.57], 0.004),
+    }
+    folders = [_eval_folder(tmp_path, name, *spec) for name, spec in merges.items()]
+    table = table5(base, folders, TABLE5_SUITES, SKILLS).set_index("source")
+    assert list(table.index) == ["general", *merges]
+    assert list(table["model"]) == ["θ_G (baseline)", "PTM safety", "PTM science + coding",
+                                    "PTM science + safety + coding"]
+    offsets = {"general": 0.001, **{name: spec[2] for name, spec in merges.items()}}
+    for source, offset in offsets.items():
+        for suite, value in _scores(offset).items():
+            column = COLUMNS[suite]
+            assert table.loc[source, column] == pytest.approx(100 * value["score"], abs=0.005)
+            assert table.loc[source, f"{column}_se"] == pytest.approx(100 * value["stderr"],
+                                                                      abs=0.005)
+    # Each ω sits under the skill it weighted; a skill left out of a merge has none.
+    for source, (skills, omega, _) in merges.items():
+        for skill in SKILLS:
+            expected = dict(zip(skills, omega, strict=True)).get(skill)
+            cell = table.loc[source, f"omega_{skill}"]
+            assert pd.isna(cell) if expected is None else cell == expected, (source, skill)
+    assert table.loc["general", [f"omega_{s}" for s in SKILLS]].isna().all()
+
+
+def test_table5_refuses_a_folder_with_several_points(tmp_path):
+    base = _eval_folder(tmp_path, "general", None, None, 0.0)
+    grid = _eval_folder(tmp_path, "grid", ["safety"], [0.5], 0.1, points=3)
+    with pytest.raises(ValueError, match=r"grid: expected one evaluated point, got 3"):
+        table5(base, [grid], TABLE5_SUITES, SKILLS)
+
+
+def test_omega_sweep_rows_carry_each_points_scores_and_the_baseline(tmp_path):
+    base = _eval_folder(tmp_path, "general", None, None, 0.001)
+    grid = tmp_path / "grid"
+    grid.mkdir()
+    points = [{"omega": [w], "scores": _scores(w / 10)} for w in (0.0, 0.5, 1.0)]
+    (grid / "summary.json").write_text(json.dumps({"recipe": {"skills": ["safety"]},
+                                                   "heuristic_omega": [0.24], "points": points}))
+    sweep = omega_sweep([str(grid)], base)
+    assert list(sweep["omega"]) == [0.0, 0.5, 1.0]
+    assert (sweep["skill"] == "safety").all() and (sweep["heuristic_omega"] == 0.24).all()
+    for (_, row), point in zip(sweep.iterrows(), points, strict=True):
+        for suite, value in point["scores"].items():
+            assert row[COLUMNS[suite]] == pytest.approx(100 * value["score"], abs=0.005)
+            assert row[f"{COLUMNS[suite]}_se"] == pytest.approx(100 * value["stderr"], abs=0.005)
+            assert row[f"{COLUMNS[suite]}_baseline"] == pytest.approx(
+                100 * _scores(0.001)[suite]["score"], abs=0.005)
