@@ -18,6 +18,7 @@ collection or runs past the time limit), naming each; 2 for a malformed mutation
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -110,8 +111,13 @@ def run_tests(workdir: Path, tests: tuple[str, ...]) -> tuple[int | None, str, f
     started = time.monotonic()
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-m", "not slow", "-p",
            "no:cacheprovider", *tests]
+    # Programs the tests start (`python -m mtl.audit`, step scripts) import the mutated copy's
+    # library too, not an installed one.
+    variables = env()
+    variables["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(workdir / "scripts"), variables.get("PYTHONPATH")]))
     try:
-        done = subprocess.run(cmd, cwd=workdir, env=env(), capture_output=True, text=True,
+        done = subprocess.run(cmd, cwd=workdir, env=variables, capture_output=True, text=True,
                               timeout=TIMEOUT)
     except subprocess.TimeoutExpired as err:
         output = (err.stdout or b"").decode() if isinstance(err.stdout, bytes) else err.stdout

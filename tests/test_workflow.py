@@ -2,6 +2,7 @@
 exactly the affected jobs, determinism, audits that name a flipped byte, and bad input."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from workflow import TEST_CONFIG, clone_run, copy_repo, planned_jobs, prov_hashes, snakemake
+from workflow import (
+    TEST_CONFIG,
+    clone_run,
+    copy_repo,
+    env,
+    planned_jobs,
+    prov_hashes,
+    snakemake,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -17,36 +26,75 @@ SKILLS = ("science", "safety", "coding")
 TABLE5_ROWS = 1 + 3 + 3 + 1
 
 
-def test_table5_has_the_papers_shape_and_comes_from_the_eval_jsons(toy_run):
+# Each suite's headline metric, as the paper reports it (refusal rate for safety, compliance
+# on benign look-alikes for ExRef); the per-sample values lm-eval logged are the raw source.
+HEADLINE = {"General": ("general", "exact_match"), "Science": ("science", "exact_match"),
+            "Safety": ("safety", "refusal"), "Coding": ("coding", "pass"),
+            "ExRef": ("exref", "compliance")}
+
+
+def _lines(path: Path) -> int:
+    return len(path.read_text().splitlines())
+
+
+def _sample_mean_and_stderr(eval_dir: Path, suite: str, metric: str) -> tuple[float, float, int]:
+    """Mean and standard error of the mean of the per-sample metric lm-eval logged."""
+    raw = json.loads((eval_dir / f"{suite}.json").read_text())["lm_eval"][f"toy_{suite}"]
+    values = [float(sample[metric]) for sample in raw["samples"][f"toy_{suite}"]]
+    n = len(values)
+    mean = sum(values) / n
+    stderr = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+    # lm-eval's own aggregate of those samples: the raw file is consistent with itself.
+    assert raw["results"][f"toy_{suite}"][f"{metric},none"] == pytest.approx(mean)
+    return mean, stderr, n
+
+
+def _merged_skills(source: str) -> dict[str, str]:
+    """{skill: size} of a heuristic merge, from its evaluation folder's name alone."""
+    prefix = "merge-ta-heuristic-"
+    assert source.startswith(prefix), source
+    return dict(part.rsplit("-", 1) for part in source.removeprefix(prefix).split("+"))
+
+
+def test_table5_has_the_papers_shape(toy_run):
     table = pd.read_csv(toy_run / "results/table5.csv")
     assert len(table) == TABLE5_ROWS
-    for column in ("General", "Science", "Safety", "Coding", "ExRef"):
+    for column in HEADLINE:
         assert column in table and f"{column}_se" in table
     assert table.loc[0, "model"] == "θ_G (baseline)"
     assert table.loc[0, [f"omega_{s}" for s in SKILLS]].isna().all()
-    # Every cell is recomputed from the evaluation folder the row names.
+    merged = [tuple(_merged_skills(source)) for source in table["source"][1:]]
+    assert sorted(merged, key=len) == merged and len(set(merged)) == len(merged)
+    assert {skill for skills in merged for skill in skills} == set(SKILLS)
+
+
+def test_table5_every_score_and_stderr_is_recomputed_from_lm_evals_samples(toy_run):
+    table = pd.read_csv(toy_run / "results/table5.csv")
     for _, row in table.iterrows():
-        summary = json.loads((toy_run / "results/evals" / row["source"] / "summary.json")
-                             .read_text())
-        (point,) = summary["points"]
-        for suite, column in (("general", "General"), ("safety", "Safety"), ("exref", "ExRef")):
-            assert row[column] == pytest.approx(100 * point["scores"][suite]["score"], abs=0.01)
-            per_suite = json.loads((toy_run / "results/evals" / row["source"] / f"{suite}.json")
-                                   .read_text())
-            assert per_suite["score"] == point["scores"][suite]["score"]
-            assert "results" in per_suite["lm_eval"][f"toy_{suite}"]
+        eval_dir = toy_run / "results/evals" / row["source"]
+        for column, (suite, metric) in HEADLINE.items():
+            mean, stderr, n = _sample_mean_and_stderr(eval_dir, suite, metric)
+            # Every prompt of the suite's evaluation file was scored, once.
+            eval_file = toy_run / f"results/world/eval/{suite}.jsonl"
+            assert n == _lines(eval_file), (row["source"], suite)
+            where = (row["source"], column)
+            assert row[column] == pytest.approx(100 * mean, abs=0.0051), where
+            assert row[f"{column}_se"] == pytest.approx(100 * stderr, abs=0.0051), where
 
 
-def test_heuristic_omega_is_computed_from_the_actual_subset_sizes(toy_run):
-    table = pd.read_csv(toy_run / "results/table5.csv").set_index("source")
-    def count(path):
-        return len((toy_run / path).read_text().splitlines())
-
-    n_general = count("results/data/general/all.jsonl")
-    for skill in SKILLS:
-        n_skill = count(f"results/data/{skill}/all.jsonl")
-        omega = table.loc[f"merge-ta-heuristic-{skill}-all", f"omega_{skill}"]
-        assert omega == pytest.approx(n_skill / n_general, abs=1e-4)
+def test_table5_omegas_are_the_subset_size_ratios_of_the_merged_skills(toy_run):
+    table = pd.read_csv(toy_run / "results/table5.csv")
+    n_general = _lines(toy_run / "results/data/general/all.jsonl")
+    for _, row in table.iloc[1:].iterrows():
+        merged = _merged_skills(row["source"])
+        assert row["model"] == "PTM " + " + ".join(merged)
+        for skill in SKILLS:
+            omega = row[f"omega_{skill}"]
+            if skill not in merged:
+                assert pd.isna(omega), (row["source"], skill)
+                continue
+            n_skill = _lines(toy_run / f"results/data/{skill}/{merged[skill]}.jsonl")
+            assert omega == pytest.approx(n_skill / n_general, abs=1e-4), (row["source"], skill)
 
 
 TABLE3_PROCEDURES = ["θ_G", "CFT", "RT", "PTM heuristic ω", "PTM best ω"]
@@ -98,6 +146,12 @@ def test_every_artifact_has_a_provenance_record(toy_run):
 
 def test_a_rerun_with_nothing_changed_plans_nothing(toy_run):
     assert planned_jobs(toy_run, "results/table5.csv", *TEST_CONFIG) == set()
+    done = snakemake(toy_run, "-n", "results/table5.csv", *TEST_CONFIG)
+    assert "Nothing to be done" in done.stdout + done.stderr
+    # The parser does see jobs when a plan has some: the empty set above is not its blindness.
+    forced = planned_jobs(toy_run, "results/table5.csv", *TEST_CONFIG, "--forcerun", "table5",
+                          "subset")
+    assert forced >= {("table5", ""), ("subset", "dataset=safety, size=all")}
 
 
 def _jobs_touching_safety() -> set[tuple[str, str]]:
@@ -129,14 +183,34 @@ def test_changing_the_safety_data_file_plans_exactly_its_dependents(toy_run, tmp
 
 
 def _audit(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mtl.audit", *args], cwd=workdir,
+    # The copy's own library: an installed `mtl` (pip install -e) may be another checkout's.
+    variables = {**env(), "PYTHONPATH": str(workdir / "scripts")}
+    return subprocess.run([sys.executable, "-m", "mtl.audit", *args], cwd=workdir, env=variables,
                           capture_output=True, text=True, timeout=300)
+
+
+def _consumers(workdir: Path, changed: str) -> set[str]:
+    """Every artifact built, directly or through others, from `changed`: read from the
+    provenance records themselves, not from the audit."""
+    built_from: dict[str, set[str]] = {}
+    for prov in (workdir / "results").rglob("*.prov.json"):
+        record = json.loads(prov.read_text())
+        artifact = prov.relative_to(workdir).as_posix()[: -len(".prov.json")]
+        built_from[artifact] = {entry["path"] for entries in record["inputs"].values()
+                                for entry in entries}
+    found = {changed}
+    while grown := {a for a, inputs in built_from.items() if inputs & found} - found:
+        found |= grown
+    return found - {changed}
 
 
 def test_audit_of_table5_verifies_the_whole_lineage(toy_run):
     done = _audit(toy_run, "results/table5.csv", "--json")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "results/world/corpus.jsonl" in done.stdout
+    report = json.loads(done.stdout)
+    assert report["ok"] is True
+    assert "results/world/corpus.jsonl" in report["nodes"]
+    assert not [path for path, node in report["nodes"].items() if node["problem"]]
 
 
 @pytest.mark.parametrize("target", ["results/taskvectors/safety-all.safetensors",
@@ -148,11 +222,26 @@ def test_audit_names_a_flipped_byte_and_every_table_downstream(toy_run, tmp_path
     data[len(data) // 2] ^= 0x01
     path.write_bytes(bytes(data))
     done = _audit(run, "results/table5.csv", "--json")
-    assert done.returncode != 0
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads(done.stdout)
-    text = json.dumps(report)
-    assert target in text and "modified" in text
-    assert "stale" in text and "results/table5.csv" in text
+    nodes = report["nodes"]
+    consumers = _consumers(run, target)
+    assert "results/table5.csv" in consumers and consumers <= nodes.keys()
+
+    assert nodes[target]["status"] == "modified"
+    assert "differs from its record" in " ".join(nodes[target]["reasons"])
+    for consumer in consumers:
+        assert nodes[consumer]["status"] == "stale", consumer
+        assert target in nodes[consumer]["stale_because"], consumer
+    # Everything else in table 5's lineage (upstream of the flip, the other skills' branches)
+    # is no problem; what exists is verified.
+    others = {key: node for key, node in nodes.items() if key not in consumers | {target}}
+    assert any("safety" not in key and "science" not in key for key in others)
+    for key, node in others.items():
+        assert not node["problem"], (key, node["status"], node["reasons"], node["stale_inputs"])
+        if node["exists"]:
+            assert node["status"] == "verified", (key, node["status"])
+    assert {key for key, node in nodes.items() if node["problem"]} == consumers | {target}
 
 
 def test_two_runs_from_scratch_give_identical_artifacts(toy_run, tmp_path):
