@@ -221,7 +221,7 @@ def test_audit_names_a_flipped_byte_and_every_table_downstream(toy_run, tmp_path
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01
     path.write_bytes(bytes(data))
-    done = _audit(run, "results/table5.csv", "--json")
+    done = _audit(run, "results/table5.csv", "--json", "--cells")
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads(done.stdout)
     nodes = report["nodes"]
@@ -242,6 +242,15 @@ def test_audit_names_a_flipped_byte_and_every_table_downstream(toy_run, tmp_path
         if node["exists"]:
             assert node["status"] == "verified", (key, node["status"])
     assert {key for key, node in nodes.items() if node["problem"]} == consumers | {target}
+    # Table 5's cells: stale exactly where the row's evaluation was built from the flipped file.
+    cells = report["cells"]["results/table5.csv"]
+    assert {key.split("|")[1] for key in cells} >= {"General", "Science", "Safety", "Coding",
+                                                     "ExRef"}
+    for key, cell in cells.items():
+        folders = {Path(artifact).parent.as_posix() for artifact in cell["artifacts"]}
+        expected = "stale" if folders & consumers else "verified"
+        assert cell["status"] == expected, (key, cell)
+    assert any(cell["status"] == "verified" for cell in cells.values())
 
 
 def test_two_runs_from_scratch_give_identical_artifacts(toy_run, tmp_path):
