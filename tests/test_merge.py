@@ -20,12 +20,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from mtl import merge
 from mtl.merge import (
     METHODS,
     InPlaceMerger,
     MergeError,
     TensorInputs,
+    engine,
     extract_task_vector,
     heuristic_omega,
     merge_to_disk,
@@ -597,5 +597,5 @@ def test_row_blocks_equal_whole_tensors(
         return found
 
     whole = digests("whole")
-    monkeypatch.setattr(merge, "_BLOCK_ELEMENTS", 128)
+    monkeypatch.setattr(engine, "_BLOCK_ELEMENTS", 128)
     assert digests("blocks") == whole
