@@ -54,7 +54,9 @@ class Method:
     name: str
     fn: MethodFn
     formula: str
+    tag: str  # the method's short name in the workflow's targets (merge-<tag>-…)
     skills_as: Literal["tau", "theta"]  # which view of the skill inputs the method reads
+    skills_from: Literal["pre", "general"]  # skill models finetuned from θ_pre (PTM) or θ_G (CFT)
     needs_theta_pre: bool  # beyond what converting between τ_k and θ_k needs
     options: tuple[str, ...]  # the EngineOptions fields it reads (for recipes)
     mergekit: str | None  # mergekit's name for the method, if it has one
@@ -73,7 +75,9 @@ def register(
     name: str,
     *,
     formula: str,
+    tag: str,
     skills_as: Literal["tau", "theta"],
+    skills_from: Literal["pre", "general"] = "pre",
     needs_theta_pre: bool = False,
     options: tuple[str, ...] = (),
     mergekit: str | None = None,
@@ -84,8 +88,19 @@ def register(
     def add(fn: MethodFn) -> MethodFn:
         if name in METHODS:
             raise ValueError(f"merge method {name!r} is already registered")
+        if not tag.isalnum() or tag in {m.tag for m in METHODS.values()}:
+            raise ValueError(f"merge method {name!r}: tag {tag!r} must be new and alphanumeric")
         METHODS[name] = Method(
-            name, fn, formula, skills_as, needs_theta_pre, options, mergekit, elementwise
+            name,
+            fn,
+            formula,
+            tag,
+            skills_as,
+            skills_from,
+            needs_theta_pre,
+            options,
+            mergekit,
+            elementwise,
         )
         return fn
 
@@ -95,6 +110,7 @@ def register(
 @register(
     "task_arithmetic",
     formula="θ = θ_G + Σ_k ω_k·τ_k",
+    tag="ta",
     skills_as="tau",
     mergekit="task_arithmetic",
     elementwise=True,
@@ -109,6 +125,7 @@ def task_arithmetic(x: TensorInputs, omega: tuple[float, ...], out: torch.Tensor
 @register(
     "linear",
     formula="θ = (1 − Σ_k ω_k)·θ_G + Σ_k ω_k·θ_k",
+    tag="linear",
     skills_as="theta",
     mergekit="linear",
     elementwise=True,
@@ -123,6 +140,8 @@ def linear(x: TensorInputs, omega: tuple[float, ...], out: torch.Tensor) -> torc
 @register(
     "wise_ft",
     formula="θ = (1 − ω)·θ_G + ω·θ_CFT   (θ_CFT: θ_G continued on skill D)",
+    tag="wiseft",
+    skills_from="general",
     skills_as="theta",
     mergekit="linear",
     elementwise=True,
@@ -135,6 +154,7 @@ def wise_ft(x: TensorInputs, omega: tuple[float, ...], out: torch.Tensor) -> tor
 @register(
     "ties",
     formula="θ = θ_pre + elect(trim(τ_G), ω_k·trim(τ_k))",
+    tag="ties",
     skills_as="tau",
     needs_theta_pre=True,
     options=("density", "normalize"),
@@ -147,6 +167,7 @@ def ties(x: TensorInputs, omega: tuple[float, ...], out: torch.Tensor) -> torch.
 @register(
     "dare",
     formula="θ = θ_pre + drop(τ_G) + Σ_k ω_k·drop(τ_k)",
+    tag="dare",
     skills_as="tau",
     needs_theta_pre=True,
     options=("density", "seed"),
@@ -163,6 +184,7 @@ def dare(x: TensorInputs, omega: tuple[float, ...], out: torch.Tensor) -> torch.
 @register(
     "dare_ties",
     formula="θ = θ_pre + elect(drop(τ_G), ω_k·drop(τ_k))",
+    tag="dareties",
     skills_as="tau",
     needs_theta_pre=True,
     options=("density", "normalize", "seed"),
