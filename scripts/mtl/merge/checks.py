@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from mtl.merge.mergekit import card_files
 from mtl.merge.options import EngineOptions, MergeError
 from mtl.merge.safetensors import Checkpoint, Spec
 
@@ -127,15 +128,69 @@ def weight_rows(settings: Sequence[Sequence[float] | float], n_skills: int) -> l
     return rows
 
 
+def _overlaps(a: Path, b: Path) -> bool:
+    return a == b or a in b.parents or b in a.parents
+
+
+def _check_output_path(out: Path, inputs: Sequence[Path], what: str) -> None:
+    """Refuse an output that is (or holds) the working directory or overlaps an input, or
+    whose parent is a file."""
+    resolved, cwd = out.resolve(), Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents:
+        raise MergeError(
+            f"{what} {out} is the working directory or holds it; give a path of its own"
+        )
+    for path in inputs:
+        if _overlaps(resolved, Path(path).resolve()):
+            raise MergeError(f"{what} {out} would overwrite input {path}")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise MergeError(f"{what} {out}: {parent} is a file, not a folder")
+
+
 def check_out_dirs(out_dirs: Sequence[Path], n_settings: int, inputs: Sequence[Path]) -> None:
+    """Output folders must be new, empty, or an earlier output of this engine holding only
+    the files its model card lists: nothing else is ever replaced."""
     if len(out_dirs) != n_settings:
         raise MergeError(f"{len(out_dirs)} output folders for {n_settings} weight settings")
     resolved = [d.resolve() for d in out_dirs]
     if len(set(resolved)) != len(resolved):
         raise MergeError(f"output folders repeat: {[str(d) for d in out_dirs]}")
-    for out in resolved:
-        for path in inputs:
-            path = path.resolve()
-            if out == path or out in path.parents or path in out.parents:
-                raise MergeError(f"output folder {out} would overwrite input {path}")
+    for out in out_dirs:
+        _check_output_path(out, inputs, "output folder")
+        if out.exists() and not out.is_dir():
+            raise MergeError(f"output folder {out} is a file; refusing to replace it")
+        present = {p.name for p in out.iterdir()} if out.is_dir() else set()
+        if not present:
+            continue
+        card = out / "README.md"
+        listed = card_files(card.read_text(errors="replace")) if card.is_file() else None
+        if listed is None:
+            raise MergeError(
+                f"output folder {out} is not empty and not an earlier output of mtl.merge "
+                "(its README.md is not an mtl.merge model card); refusing to replace it"
+            )
+        extra = sorted(present - listed - {"README.md"})
+        if extra:
+            raise MergeError(
+                f"output folder {out} is an earlier mtl.merge output but also holds {extra}, "
+                "which the merge did not write; move them away first"
+            )
 
+
+def check_out_file(out: Path, inputs: Sequence[Path]) -> None:
+    """A task vector's output file must be new or an earlier task vector of this engine."""
+    _check_output_path(out, inputs, "output file")
+    if out.is_dir():
+        raise MergeError(f"output file {out} is a folder; refusing to replace it")
+    if not out.exists():
+        return
+    try:
+        earlier = Checkpoint(out, "output").metadata.get("mtl_kind") == "task_vector"
+    except MergeError:
+        earlier = False
+    if not earlier:
+        raise MergeError(
+            f"output file {out} exists and is not an earlier task vector of mtl.merge; "
+            "refusing to replace it"
+        )

@@ -18,6 +18,7 @@ from mtl.merge.checks import (
     check_config,
     check_floating,
     check_out_dirs,
+    check_out_file,
     check_tensors,
     weight_rows,
 )
@@ -192,6 +193,7 @@ def extract_task_vector(
         check_floating(specs, d.label)
         check_config(d.config, d.label, pre)
         check_tensors(specs, d.label, pre, is_model=True, options=options)
+        check_out_file(out, [pre.path, d.path])
 
         out_specs = {name: Spec(torch.float32, spec.shape) for name, spec in specs.items()}
         metadata = {
@@ -380,10 +382,11 @@ def _finish_folder(
     config_yaml = mergekit_yaml(method, inputs, omega, options, dtype)
     if config_yaml is not None:
         (folder / "mergekit_config.yml").write_text(config_yaml)
-    (folder / "README.md").write_text(model_card(out, recipe, config_yaml))
     files = dict(shard_hashes)
     for file in sorted(folder.iterdir()):
         if file.name not in files:
             files[file.name] = sha256_file(file)
+    (folder / "README.md").write_text(model_card(out, recipe, config_yaml, files))
+    files["README.md"] = sha256_file(folder / "README.md")
     return {"path": str(out), "files": dict(sorted(files.items())), "recipe": recipe}
 

@@ -12,8 +12,40 @@ from mtl.merge.checks import check_floating, weight_rows
 from mtl.merge.engine import open_inputs
 from mtl.merge.inputs import Scratch, Source, TensorInputs, check_range
 from mtl.merge.methods import method_named
-from mtl.merge.options import EngineOptions
+from mtl.merge.options import EngineOptions, MergeError
 from mtl.merge.safetensors import Checkpoint, Spec
+
+
+def _file_names(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    """The model's parameters by their names in its safetensors files.
+
+    transformers 5 renames some checkpoint keys on load (GPT-NeoX stores `embed_out.weight`
+    and holds it as `lm_head.weight`); its reverse mapping, the one save_pretrained applies,
+    gives the file names back. It returns renamed parameters as the same tensor objects, which
+    is how each file name finds its parameter. A parameter converted beyond a rename (fused or
+    split between file and memory) has no file tensor of its own to merge with.
+    """
+    params = dict(model.named_parameters())
+    try:
+        from transformers import PreTrainedModel
+        from transformers.core_model_loading import revert_weight_conversion
+    except ImportError:  # a transformers without key conversions names files as in memory
+        return params
+    if not isinstance(model, PreTrainedModel):
+        return params
+    with torch.no_grad():
+        reverted = revert_weight_conversion(model, dict(params))
+    by_identity = {id(tensor): file for file, tensor in reverted.items()}
+    named = {}
+    for name, param in params.items():
+        file = by_identity.get(id(param))
+        if file is None:
+            raise MergeError(
+                f"the model's parameter {name!r} is converted (not only renamed) between its "
+                "files and memory; merge on disk (merge_to_disk) instead"
+            )
+        named[file] = param
+    return named
 
 
 class InPlaceMerger:
@@ -40,7 +72,8 @@ class InPlaceMerger:
     ) -> None:
         self.method = method_named(method)
         self.options = EngineOptions.of(options)
-        self._params = dict(model.named_parameters())
+        # Keyed by the names in the model's files, which the inputs share.
+        self._params = _file_names(model)
         specs = {name: Spec(p.dtype, tuple(p.shape)) for name, p in self._params.items()}
         check_floating(specs, "model")
         config = model.config.to_dict() if hasattr(model, "config") else None

@@ -123,7 +123,12 @@ def mergekit_yaml(
     return header + yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
 
 
-def model_card(out: Path, recipe: Mapping[str, Any], mergekit_yaml: str | None) -> str:
+def model_card(
+    out: Path,
+    recipe: Mapping[str, Any],
+    mergekit_yaml: str | None,
+    files: Mapping[str, str],
+) -> str:
     inputs = [("θ_G (theta_general)", recipe["theta_general"])]
     if recipe["theta_pre"]:
         inputs.append(("θ_pre (theta_pre)", recipe["theta_pre"]))
@@ -159,5 +164,21 @@ def model_card(out: Path, recipe: Mapping[str, Any], mergekit_yaml: str | None) 
         )
     else:
         lines += ["```yaml", mergekit_yaml.rstrip(), "```"]
+    # The files the engine wrote: what a later merge into this folder may replace.
+    lines += ["", _FILES_HEADING, "", "| file | sha256 |", "|---|---|"]
+    lines += [f"| `{name}` | `{digest}` |" for name, digest in sorted(files.items())]
     return "\n".join(lines) + "\n"
+
+
+_MARK = "Merged by `mtl.merge"
+_FILES_HEADING = "## Files written by mtl.merge"
+
+
+def card_files(card: str) -> set[str] | None:
+    """The files an mtl.merge model card lists as written by the engine; None if `card` is not
+    such a card."""
+    if _MARK not in card or _FILES_HEADING not in card:
+        return None
+    rows = card.split(_FILES_HEADING, 1)[1].splitlines()
+    return {row.split("`")[1] for row in rows if row.startswith("| `")}
 

@@ -38,7 +38,15 @@ class EngineOptions:
     normalize: bool = False
     seed: int = 0
     resize_vocab: Literal["pad"] | None = None
-    vocab_tensors: tuple[str, ...] = ("embed_tokens.weight", "lm_head.weight")
+    # Llama/Mistral/Qwen, GPT-NeoX (file names), GPT-2, BLOOM.
+    vocab_tensors: tuple[str, ...] = (
+        "embed_tokens.weight",
+        "lm_head.weight",
+        "embed_in.weight",
+        "embed_out.weight",
+        "wte.weight",
+        "word_embeddings.weight",
+    )
     shard_size: int = 5_000_000_000
     progress: bool = True
 
