@@ -96,7 +96,9 @@ def test_multi_skill_merge_on_disk_pairs_each_omega_with_its_skill(
     method: str, world: dict, tmp_path: Path
 ) -> None:
     skills_as = METHODS[method].skills_as
-    inputs = {"task_vectors": world["tvs"]} if skills_as == "tau" else {"finetuned": world["skills"]}
+    inputs = (
+        {"task_vectors": world["tvs"]} if skills_as == "tau" else {"finetuned": world["skills"]}
+    )
     (result,) = merge_to_disk(
         method,
         world["general"],
@@ -119,7 +121,9 @@ def test_multi_skill_merge_in_memory_pairs_each_omega_with_its_skill(
 ) -> None:
     model = LlamaForCausalLM.from_pretrained(world["general"], dtype=torch.float32)
     skills_as = METHODS[method].skills_as
-    inputs = {"task_vectors": world["tvs"]} if skills_as == "tau" else {"finetuned": world["skills"]}
+    inputs = (
+        {"task_vectors": world["tvs"]} if skills_as == "tau" else {"finetuned": world["skills"]}
+    )
     merger = InPlaceMerger(
         model, method=method, theta_pre=world["pre"], options={"density": 1.0}, **inputs
     )

@@ -77,7 +77,10 @@ def _family(root: Path, arch: str) -> dict[str, Path]:
         model.save_pretrained(root / name)
         return root / name
 
-    paths = {"pre": save("pre", base, 0.0, VOCAB - 1), "general": save("general", base, 0.02, VOCAB)}
+    paths = {
+        "pre": save("pre", base, 0.0, VOCAB - 1),
+        "general": save("general", base, 0.02, VOCAB),
+    }
     general = AutoModelForCausalLM.from_pretrained(paths["general"]).state_dict()
     for k in range(2):
         paths[f"ptm{k}"] = save(f"ptm{k}", base, 0.01 * (k + 2), VOCAB)
@@ -265,7 +268,7 @@ def test_foreign_folder_is_refused(
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(MergeError, match="not an earlier output of mtl.merge"):
+    with pytest.raises(MergeError, match=r"not an earlier output of mtl\.merge"):
         _merge(llama, out)
     assert (out / "notes.txt").read_text() == "mine"
 
