@@ -22,11 +22,10 @@ def library_first(environ, library):
 
 
 library_first(os.environ, str(Path(workflow.basedir) / "scripts"))
-# The rules read the library's registries (merge methods, suites) and build merge recipes with
-# it, so this process imports the same library its jobs do.
+# The rules read the merge engine's registry of methods and build merge recipes with the
+# library, so this process imports the same library its jobs do.
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 
-from mtl.evaluation import SUITES as SUITE_REGISTRY
 from mtl.merge import METHODS, MergeError, Recipe
 
 TOY = config["scale"] == "toy"
@@ -214,7 +213,9 @@ def table3_inputs(wildcards):
         "baseline": eval_dir("general"),
         "cft": [eval_dir(i) for i in ids["cft"]],
         "rt": [eval_dir(i) for i in ids["rt"]],
-        "heuristic": [eval_dir(merge_id(TABLE_METHOD, "heuristic", [p])) for p in pairs],
+        "heuristic": [
+            eval_dir(merge_id(TABLE_METHOD, "heuristic", [p])) for p in pairs
+        ],
         "grid": [eval_dir(merge_id(TABLE_METHOD, "grid", [p])) for p in pairs],
         **{f"{regime}_model": [model_dir(i) for i in ids[regime]] for regime in ids},
     }
@@ -255,7 +256,9 @@ def merge_inputs(wildcards, general="theta_general"):
     pairs = parse_skillset(wildcards.skillset)
     inputs = {
         general: THETA_G,
-        recipe.skill_inputs: [skill_input(recipe, skill, size) for skill, size in pairs],
+        recipe.skill_inputs: [
+            skill_input(recipe, skill, size) for skill, size in pairs
+        ],
         "skill_data": [subset_path(skill, size) for skill, size in pairs],
         "general_data": general_subset(),
     }
