@@ -13,7 +13,10 @@ log = setup(smk, seed=recipe.seed)
 with Step.from_snakemake(smk, seed=recipe.seed, config_keys=["merge"]) as step:
     omegas = heuristic_omegas(smk.input.skill_data, smk.input.general_data)
     ((_, omega),) = recipe.points(omegas)
-    recipe.to_disk(smk.input.theta_general, [omega], [Path(smk.output.artifact)],
-                   getattr(smk.input, recipe.skill_inputs), smk.input.get("theta_pre"))
+    (written,) = recipe.to_disk(smk.input.theta_general, [omega], [Path(smk.output.artifact)],
+                                getattr(smk.input, recipe.skill_inputs),
+                                smk.input.get("theta_pre"))
+    for name, digest in written["files"].items():  # hashed as written: no second read
+        step.set_hash(Path(smk.output.artifact) / name, digest)
     log.info("%s at ω = %s -> %s", recipe.method, list(omega), smk.output.artifact)
     step.note(omegas=list(omega))

@@ -344,7 +344,7 @@ def _stream_merge(
                         file.write(merged, spec.dtype, f"output {out_dir}: tensor {name!r}")
                     progress.update(math.prod(x.shape) * spec.dtype.itemsize)
             for file, output_files in zip(files, written, strict=True):
-                writer.submit(file.handle.close)
+                file.close()
                 output_files[shard.filename] = file
     # The writer thread has finished, so every file is complete and hashed.
     return [{name: file.digest for name, file in files.items()} for files in written]
