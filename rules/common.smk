@@ -22,16 +22,17 @@ def library_first(environ, library):
 
 
 library_first(os.environ, str(Path(workflow.basedir) / "scripts"))
-# The rules read the merge engine's registry of methods and build merge recipes with the
-# library, so this process imports the same library its jobs do.
+# The rules read the library's registries (merge methods, suites and skills) and build merge
+# recipes with it, so this process imports the same library its jobs do.
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 
+from mtl.evaluation import SUITES as SUITE_REGISTRY
 from mtl.merge import METHODS, MergeError, Recipe
 
 TOY = config["scale"] == "toy"
 # The paper's order, then any others by name: merging config files may reorder the mapping,
 # and skill order names merges and ω columns, so it must not follow the YAML.
-PAPER_SKILLS = ["science", "safety", "coding"]
+PAPER_SKILLS = [name for name, suite in SUITE_REGISTRY.items() if suite.skill]
 SKILLS = sorted(
     config["data"]["skills"],
     key=lambda s: (

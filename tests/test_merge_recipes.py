@@ -217,6 +217,9 @@ def test_schema_enums_are_the_registries() -> None:
     assert merge["method"]["enum"] == list(METHODS)
     suites = schema["properties"]["evaluation"]["properties"]["suites"]
     assert suites["items"]["enum"] == list(SUITES) == suites["default"]
+    # The skills, in the paper's order (rules/common.smk orders merges and ω columns by it).
+    skills = [name for name, suite in SUITES.items() if suite.skill]
+    assert skills == ["science", "safety", "coding"]
 
 
 # ---- safe outputs -------------------------------------------------------------------------
