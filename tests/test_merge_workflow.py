@@ -75,7 +75,8 @@ def test_recorded_omega_is_the_subset_sizes_for_every_skill(toy_run):
     """Each evaluated merge records the ω it applied, per skill in skillset order: |D_k|/|G|
     counted from the data files (Table 5's ω columns are read from these records)."""
     n_general = _rows(toy_run / "results/data/general/all.jsonl")
-    folders = sorted((toy_run / "results/evals").glob("merge-ta-heuristic-*"))
+    folders = sorted(p for p in (toy_run / "results/evals").glob("merge-ta-heuristic-*")
+                     if p.is_dir())
     assert any("+" in f.name for f in folders), "no multi-skill merge to check"
     for folder in folders:
         summary = json.loads((folder / "summary.json").read_text())
