@@ -330,9 +330,12 @@ def _stream_merge(
         for shard in shards:
             files = [
                 StreamedFile(
-                    handles.enter_context(open(f / shard.filename, "wb")), shard.header, writer
+                    handles.enter_context(open(f / shard.filename, "wb")),
+                    shard.header,
+                    writer,
+                    digest_lane=k,
                 )
-                for f in folders
+                for k, f in enumerate(folders)
             ]
             for name in shard.names:
                 spec = specs[name]

@@ -269,26 +269,29 @@ def plan_shards(
 
 
 class Writer:
-    """Hashes and writes output data on two background threads, each in submission order.
+    """Hashes and writes output data on background threads, each lane in submission order.
 
     Writing N outputs is disk-bound (the kernel throttles dirty pages), and hashing them is the
-    largest CPU cost of a pass (sha256 runs at about 0.5 GB/s per core without SHA extensions,
-    and a grid writes every byte N times). With hashing and writing on threads of their own, the
-    arithmetic of the next tensors, the hashing of this one and the copy into the page cache
-    overlap: on two cores no thread waits on another's work. Data goes out through a small
-    pool of buffers, which bounds memory and makes the merge wait when it gets ahead; a buffer
-    is free again once both threads are done with it.
+    largest CPU cost of a pass: sha256 runs at about 0.35 GB/s per core on a CPU without SHA
+    extensions, and a grid writes every byte N times (`scripts/bench_merge.py --breakdown`: half
+    of the pass's CPU time). So writes have a thread of their own, and hashes two: files take
+    turns between the two digest lanes (a file's hash must see its bytes in order, two files
+    need not), and the arithmetic of the next tensors, the hashing and the copy into the page
+    cache spread over every core. Data goes out through a small pool of buffers, which bounds
+    memory and makes the merge wait when it gets ahead; a buffer is free again once every lane
+    that uses it is done with it.
     """
 
-    _LANES = ("digest", "write")
+    DIGEST_LANES = 2
 
-    def __init__(self, buffer_bytes: int, n_buffers: int = 4) -> None:
+    def __init__(self, buffer_bytes: int, n_buffers: int = 6) -> None:
         self._free: queue.Queue[torch.Tensor] = queue.Queue()
         for _ in range(n_buffers):
             self._free.put(torch.empty(buffer_bytes, dtype=torch.uint8))
-        Job = tuple[Callable[[], object] | None, torch.Tensor | None]
+        self._lanes = ["write", *(f"digest{k}" for k in range(self.DIGEST_LANES))]
+        Job = tuple[Callable[[], object], torch.Tensor | None]
         self._queues: dict[str, queue.Queue[Job | None]] = {
-            lane: queue.Queue() for lane in self._LANES
+            lane: queue.Queue() for lane in self._lanes
         }
         self._users: dict[int, int] = {}  # id(buffer) -> lanes not yet done with it
         self._lock = threading.Lock()
@@ -296,7 +299,7 @@ class Writer:
         self._abandoned = False
         self._threads = [
             threading.Thread(target=self._run, args=(lane,), name=f"merge-{lane}", daemon=True)
-            for lane in self._LANES
+            for lane in self._lanes
         ]
 
     def __enter__(self) -> Writer:
@@ -307,7 +310,7 @@ class Writer:
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc is not None:
             self._abandoned = True  # the outputs are being discarded: skip the queued work
-        for lane in self._LANES:
+        for lane in self._lanes:
             self._queues[lane].put(None)
         for thread in self._threads:
             thread.join()
@@ -327,24 +330,27 @@ class Writer:
     def submit(
         self,
         *,
-        digest: Callable[[], object] | None = None,
         write: Callable[[], object] | None = None,
+        digest: Callable[[], object] | None = None,
+        digest_lane: int = 0,
         release: torch.Tensor | None = None,
     ) -> None:
-        """Queue a job on each lane; `release` goes back to the pool when both have run."""
+        """Queue `write` on the write lane and `digest` on digest lane `digest_lane`; `release`
+        goes back to the pool when both have run."""
+        jobs = {"write": write, f"digest{digest_lane % self.DIGEST_LANES}": digest}
+        jobs = {lane: job for lane, job in jobs.items() if job is not None}
         if release is not None:
             with self._lock:
-                self._users[id(release)] = len(self._LANES)
-        jobs = {"digest": digest, "write": write}
-        for lane in self._LANES:
-            self._queues[lane].put((jobs[lane], release))
+                self._users[id(release)] = len(jobs)
+        for lane, job in jobs.items():
+            self._queues[lane].put((job, release))
 
     def _run(self, lane: str) -> None:
         jobs = self._queues[lane]
         while (item := jobs.get()) is not None:
             job, release = item
             try:
-                if job is not None and self._error is None and not self._abandoned:
+                if self._error is None and not self._abandoned:
                     job()
             except BaseException as err:
                 self._error = err
@@ -361,14 +367,17 @@ class Writer:
 
 class StreamedFile:
     """One safetensors file: its header, then tensors in header order, hashed as it goes out
-    (on the writer's digest thread, so the hash needs no second read of the file)."""
+    (on one of the writer's digest lanes, so the hash needs no second read of the file)."""
 
-    def __init__(self, handle: Any, header: bytes, writer: Writer) -> None:
+    def __init__(self, handle: Any, header: bytes, writer: Writer, digest_lane: int = 0) -> None:
         self.handle = handle
         self._writer = writer
         self._hash = hashlib.sha256()
+        self._lane = digest_lane
         writer.submit(
-            digest=partial(self._hash.update, header), write=partial(handle.write, header)
+            write=partial(handle.write, header),
+            digest=partial(self._hash.update, header),
+            digest_lane=digest_lane,
         )
 
     def write(self, value: torch.Tensor, dtype: torch.dtype, what: str) -> None:
@@ -380,8 +389,9 @@ class StreamedFile:
         data.view(dtype).view(value.shape).copy_(value)
         array = data.numpy()
         self._writer.submit(
-            digest=partial(self._hash.update, array),
             write=partial(self.handle.write, array),
+            digest=partial(self._hash.update, array),
+            digest_lane=self._lane,
             release=buffer,
         )
 
