@@ -2,6 +2,7 @@
 
 import itertools
 import os
+import sys
 from pathlib import Path
 
 
@@ -21,11 +22,17 @@ def library_first(environ, library):
 
 
 library_first(os.environ, str(Path(workflow.basedir) / "scripts"))
+# The rules read the library's registries (merge methods, suites and skills) and build merge
+# recipes with it, so this process imports the same library its jobs do.
+sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
+
+from mtl.evaluation import SUITES as SUITE_REGISTRY
+from mtl.merge import METHODS, MergeError, Recipe
 
 TOY = config["scale"] == "toy"
 # The paper's order, then any others by name: merging config files may reorder the mapping,
 # and skill order names merges and ω columns, so it must not follow the YAML.
-PAPER_SKILLS = ["science", "safety", "coding"]
+PAPER_SKILLS = [name for name, suite in SUITE_REGISTRY.items() if suite.skill]
 SKILLS = sorted(
     config["data"]["skills"],
     key=lambda s: (
@@ -35,18 +42,27 @@ SKILLS = sorted(
 )
 SUITES = list(config["evaluation"]["suites"])
 REGIMES = ["ptm", "cft", "rt", "cft-match"]
-MERGE_METHODS = {
-    "ta": "task_arithmetic",
-    "ties": "ties",
-    "dare": "dare",
-    "dareties": "dare_ties",
-}
+# Merge methods by their short name in targets (merge-<tag>-…), from the engine's registry.
+METHOD_TAGS = {method.tag: name for name, method in METHODS.items()}
+
+
+def config_recipe(**fields):
+    """The config's merge recipe (a bad one is named here, before any job is planned)."""
+    try:
+        return Recipe.from_config(config["merge"], seed=config["seed"], **fields)
+    except MergeError as err:
+        raise ValueError(f"config: {err}") from None
+
+
+# The config's merge method: the one the tables and figures ask for.
+TABLE_METHOD = config_recipe().spec.tag
 
 
 wildcard_constraints:
     skill="|".join(SKILLS),
     size="all|[0-9]+pct|n[0-9]+|pertask[0-9]+",
     regime="|".join(REGIMES),
+    method="|".join(METHOD_TAGS),
     dataset="general|" + "|".join(SKILLS),
     weighting="heuristic|grid",
     skillset="[a-z0-9_]+-[a-z0-9]+(\\+[a-z0-9_]+-[a-z0-9]+)*",
@@ -172,7 +188,7 @@ def table5_merges():
     combos = [
         c for k in range(1, len(pairs) + 1) for c in itertools.combinations(pairs, k)
     ]
-    return [merge_id("ta", "heuristic", list(combo)) for combo in combos]
+    return [merge_id(TABLE_METHOD, "heuristic", list(combo)) for combo in combos]
 
 
 # ---- rule inputs and params ----------------------------------------------------------------
@@ -198,8 +214,10 @@ def table3_inputs(wildcards):
         "baseline": eval_dir("general"),
         "cft": [eval_dir(i) for i in ids["cft"]],
         "rt": [eval_dir(i) for i in ids["rt"]],
-        "heuristic": [eval_dir(merge_id("ta", "heuristic", [p])) for p in pairs],
-        "grid": [eval_dir(merge_id("ta", "grid", [p])) for p in pairs],
+        "heuristic": [
+            eval_dir(merge_id(TABLE_METHOD, "heuristic", [p])) for p in pairs
+        ],
+        "grid": [eval_dir(merge_id(TABLE_METHOD, "grid", [p])) for p in pairs],
         **{f"{regime}_model": [model_dir(i) for i in ids[regime]] for regime in ids},
     }
 
@@ -214,27 +232,49 @@ def regime_inputs(wildcards):
     return inputs
 
 
-def merge_inputs(wildcards):
-    """θ_G, the task vectors of the skill set, and the data subsets that size the heuristic ω."""
+def merge_recipe(wildcards):
+    """The recipe of merge target merge-{method}-{weighting}-{skillset}."""
+    return config_recipe(
+        method=METHOD_TAGS[wildcards.method],
+        skills=[skill for skill, _ in parse_skillset(wildcards.skillset)],
+        weighting=wildcards.weighting,
+    )
+
+
+def skill_input(recipe, skill, size):
+    """A skill's input in the method's own view: its task vector, or its finetuned model
+    (θ_D from θ_pre, or θ_CFT continued from θ_G, as the method declares)."""
+    if recipe.skill_inputs == "task_vectors":
+        return task_vector_path(skill, size)
+    regime = "cft" if recipe.spec.skills_from == "general" else "ptm"
+    return model_dir(f"{regime}-{skill}-{size}")
+
+
+def merge_inputs(wildcards, general="theta_general"):
+    """θ_G (under the name `general`), the skill inputs, θ_pre where the method needs it, and
+    the data subsets that size the heuristic ω."""
+    recipe = merge_recipe(wildcards)
     pairs = parse_skillset(wildcards.skillset)
-    return {
-        "theta_general": THETA_G,
-        "task_vectors": [task_vector_path(skill, size) for skill, size in pairs],
+    inputs = {
+        general: THETA_G,
+        recipe.skill_inputs: [
+            skill_input(recipe, skill, size) for skill, size in pairs
+        ],
         "skill_data": [subset_path(skill, size) for skill, size in pairs],
         "general_data": general_subset(),
     }
+    if recipe.needs_theta_pre:
+        inputs["theta_pre"] = THETA_PRE
+    return inputs
+
+
+def merge_eval_inputs(wildcards):
+    """An evaluated merge loads θ_G as its model."""
+    return merge_inputs(wildcards, general="model")
 
 
 def merge_params(wildcards):
-    return {
-        "method": MERGE_METHODS[wildcards.method],
-        "weighting": wildcards.weighting,
-        "skills": [skill for skill, _ in parse_skillset(wildcards.skillset)],
-        "omega_grid": config["merge"]["omega_grid"],
-        "density": config["merge"]["density"],
-        "resize_vocab": config["merge"]["resize_vocab"],
-        "seed": config["seed"],
-    }
+    return merge_recipe(wildcards).to_params()
 
 
 def eval_params():

@@ -23,14 +23,16 @@ rule evaluate_model:
         runtime=scaled("evaluate", "runtime"),
     params:
         **eval_params(),
+        recipe=None,
     script:
         "../scripts/evaluate.py"
 
 
 rule evaluate_merge:
-    """θ_G + Σ ω_k·τ_k merged in place, at the heuristic ω or over the ω grid, and evaluated."""
+    """θ_G merged in place with the skills by any method of the engine's registry, at the
+    heuristic ω or over the ω grid, and evaluated (the recipe says which points)."""
     input:
-        unpack(merge_inputs),
+        unpack(merge_eval_inputs),
         suites=suite_data(),
     output:
         **artifact(eval_dir("merge-{method}-{weighting}-{skillset}"), folder=True),

@@ -18,21 +18,25 @@ rule task_vector:
     resources:
         mem_mb=scaled("merge", "mem_mb"),
         runtime=scaled("merge", "runtime"),
+    params:
+        resize_vocab=config_recipe().resize_vocab,
     script:
         "../scripts/task_vector.py"
 
 
 rule merge_model:
-    """A merged model kept on disk (evaluation merges in memory; ask for this to keep one)."""
+    """A merged model kept on disk at the heuristic ω (evaluation merges in memory; ask for
+    this to keep one). Any method of the engine's registry, by its tag."""
     input:
         unpack(merge_inputs),
-        theta_pre=THETA_PRE,
     output:
         **artifact("results/merged/merge-{method}-{weighting}-{skillset}", folder=True),
     log:
         log_path("merge_model", "{method}", "{weighting}", "{skillset}"),
     benchmark:
         bench_path("merge_model", "{method}", "{weighting}", "{skillset}")
+    wildcard_constraints:
+        weighting="heuristic",
     conda:
         "../envs/merge.yaml"
     threads: 1

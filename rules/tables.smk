@@ -55,7 +55,7 @@ rule figure1:
     input:
         baseline=eval_dir("general"),
         sweeps=[
-            eval_dir(merge_id("ta", "grid", [(skill, first_size(skill))]))
+            eval_dir(merge_id(TABLE_METHOD, "grid", [(skill, first_size(skill))]))
             for skill in SKILLS
         ],
     output:

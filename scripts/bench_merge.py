@@ -11,7 +11,11 @@ Builds a synthetic Llama-shaped triple (θ_pre, θ_G, θ_D; bfloat16, two shards
 
 Every stage starts after `sync`, with the inputs in the page cache. Usage:
 
-  python scripts/bench_merge.py [--workdir /tmp/mtl-bench] [--quick] [--keep]
+  python scripts/bench_merge.py [--workdir /tmp/mtl-bench] [--quick] [--keep] [--repeat N]
+                                [--breakdown]
+
+--breakdown adds where (a)'s CPU time goes: each part of its pass run alone on one thread
+(reading, float32 arithmetic, range checks, casts, sha256, writes), in thread CPU seconds.
 
 --quick runs a tiny model and a 3-point grid as a smoke test.
 """
@@ -27,7 +31,8 @@ import subprocess
 import sys
 import time
 import zlib
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -245,6 +250,64 @@ def floor_child(workdir: Path, points: int) -> None:
                     target.write(chunk[:n])
 
 
+def breakdown(workdir: Path, points: int) -> dict[str, float]:
+    """Each part of (a)'s pass alone, on this thread, in CPU seconds (time.thread_time: other
+    jobs on the machine inflate it less than wall time). The parts are the engine's own
+    functions on the benchmark's tensors, for task_arithmetic from finetuned models."""
+    import hashlib
+
+    import torch
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from mtl.merge.inputs import check_range
+    from mtl.merge.safetensors import Checkpoint
+
+    torch.set_num_threads(1)  # as the engine's pass
+    inputs = workdir / "inputs"
+    roles = ("theta_general", "theta_pre", "theta_d")
+    checkpoints = {role: Checkpoint(inputs / role, role) for role in roles}
+    cpu = dict.fromkeys(("read", "upcast and check inputs", "τ = θ_D − θ_pre", "add",
+                         "check outputs", "cast to bf16", "sha256", "write"), 0.0)
+    sink = workdir / "breakdown"
+    sink.mkdir(exist_ok=True)
+
+    @contextmanager
+    def part(name: str) -> Iterator[None]:
+        start = time.thread_time()
+        yield
+        cpu[name] += time.thread_time() - start
+
+    with ExitStack() as files:
+        outputs = [files.enter_context(open(sink / f"out-{i}", "wb")) for i in range(points)]
+        for name, spec in checkpoints["theta_general"].specs().items():
+            with part("read"):
+                raw = {role: checkpoints[role].read(name).clone() for role in roles}
+            with part("upcast and check inputs"):
+                x = {role: tensor.float() for role, tensor in raw.items()}
+                for role, value in x.items():
+                    check_range(value, f"{role} {name}")
+            with part("τ = θ_D − θ_pre"):
+                tau = x["theta_d"] - x["theta_pre"]
+            out = torch.empty_like(tau)
+            data = torch.empty(tau.shape, dtype=spec.dtype)
+            array = data.view(torch.uint8).numpy()
+            for omega, handle in zip(grid(points), outputs, strict=True):
+                with part("add"):
+                    torch.add(x["theta_general"], tau, alpha=omega, out=out)
+                with part("check outputs"):
+                    check_range(out, name, spec.dtype)
+                with part("cast to bf16"):
+                    data.copy_(out)
+                with part("sha256"):
+                    hashlib.sha256(array).digest()
+                with part("write"):
+                    handle.write(array)
+    shutil.rmtree(sink)
+    for checkpoint in checkpoints.values():
+        checkpoint.close()
+    return cpu
+
+
 # ---------------------------------------------------------------------------------------------
 # Report
 
@@ -311,6 +374,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny model, 3-point grid")
     parser.add_argument("--repeat", type=int, default=1, help="runs of (a) and (c), best counts")
     parser.add_argument("--keep", action="store_true", help="keep the synthetic models")
+    parser.add_argument("--breakdown", action="store_true", help="CPU seconds per part of (a)")
     parser.add_argument("--points", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--engine-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--floor-child", action="store_true", help=argparse.SUPPRESS)
@@ -354,6 +418,14 @@ def main() -> None:
     )
     print(report(size, results, largest_mb, loads))
     print(f"- {agreement}")
+    if args.breakdown:
+        os.sync()
+        parts = breakdown(workdir, size["points"])
+        total = sum(parts.values())
+        print(f"\nWhere (a)'s CPU time goes (each part alone, one thread; {total:.1f} s in all):\n")
+        print("| part | CPU s | share |\n|---|---:|---:|")
+        for part, seconds in parts.items():
+            print(f"| {part} | {seconds:.2f} | {100 * seconds / total:.0f} % |")
     for outputs in ("floor", "engine", "mergekit"):
         shutil.rmtree(workdir / outputs, ignore_errors=True)
     if not args.keep:

@@ -1,8 +1,8 @@
-"""Evaluate a trained model, or merges of θ_G with task vectors, on every suite with lm-eval.
+"""Evaluate a model on every suite with lm-eval: a trained model, or merges of θ_G.
 
-For a merge the job loads θ_G once, then for each point (the heuristic ω = |D|/|G| per skill,
-or every ω of the grid) sets the weights in place to θ_G + Σ ω_k·τ_k and evaluates, so no
-merged model touches the disk.
+What is evaluated comes from the rule's recipe, not from which rule ran: no recipe, the model
+as it is; a recipe, its points (the heuristic ω = |D|/|G| per skill, or every ω of the grid),
+each set in place on the loaded θ_G by the merge engine, so no merged model touches the disk.
 """
 
 from pathlib import Path
@@ -11,8 +11,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from mtl.evaluation import Evaluator, check_model_folder, suite_tasks, toy_task_dir
-from mtl.io import atomic_dir, read_jsonl, write_json
-from mtl.merge import InPlaceMerger, heuristic_omega
+from mtl.io import atomic_dir, write_json
+from mtl.merge import Recipe, heuristic_omegas
 from mtl.provenance import Step
 from mtl.stepkit import setup
 
@@ -20,78 +20,62 @@ smk = snakemake
 params = smk.params
 log = setup(smk, seed=params.seed)
 device = "cuda" if torch.cuda.is_available() else "cpu"
-is_merge = smk.rule == "evaluate_merge"
-model_path = smk.input.theta_general if is_merge else smk.input.model
-check_model_folder(model_path)
-
-
-def heuristic() -> list[float]:
-    """ω_k = |D_k|/|G| from the subsets actually trained on (the paper's no-held-out-data rule)."""
-    n_general = len(read_jsonl(smk.input.general_data))
-    return [heuristic_omega(len(read_jsonl(path)), n_general) for path in smk.input.skill_data]
-
-
-def merge_points(heuristic_omegas: list[float]) -> list[list[float]]:
-    """The ω vectors to evaluate: one heuristic point, or the grid (same ω for each skill)."""
-    recipe = params.recipe
-    if recipe["weighting"] == "grid":
-        return [[omega] * len(recipe["skills"]) for omega in params.recipe["omega_grid"]]
-    return [heuristic_omegas]
-
+recipe = None if params.recipe is None else Recipe.from_params(params.recipe)
+check_model_folder(smk.input.model)
 
 with Step.from_snakemake(smk, seed=params.seed, config_keys=["evaluation"]) as step:
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    tokenizer = AutoTokenizer.from_pretrained(smk.input.model)
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(device).eval()
+    model = AutoModelForCausalLM.from_pretrained(smk.input.model, dtype=dtype).to(device).eval()
     specs = suite_tasks(params.suites, params.tasks)
-    heuristic_omegas = heuristic() if is_merge else None
     toy_data = {Path(f).stem: str(f) for f in smk.input.suites}
+    if recipe is None:
+        heuristic, points, merger = None, [("", None)], None
+    else:
+        heuristic = heuristic_omegas(smk.input.skill_data, smk.input.general_data)
+        points = recipe.points(heuristic)
+        merger = recipe.in_place(model, getattr(smk.input, recipe.skill_inputs),
+                                 smk.input.get("theta_pre"))
 
     with toy_task_dir(toy_data, params.max_gen_toks) as include:
         evaluator = Evaluator(model, tokenizer, specs,
                               include if toy_data else params.include_path,
                               params.batch_size, params.max_gen_toks, params.limit, params.seed)
-        if not is_merge:
-            points = {"": evaluator.run()}
-        else:
-            recipe = params.recipe
-            merger = InPlaceMerger(model, [Path(p) for p in smk.input.task_vectors],
-                                   method=recipe["method"],
-                                   options={"density": recipe["density"], "seed": recipe["seed"]})
-            omegas = merge_points(heuristic_omegas)
-            points = {}
-            for index, omega in enumerate(omegas, start=1):
-                log.info("point %d/%d: ω = %s", index, len(omegas), omega)
+        results = {}
+        for index, (key, omega) in enumerate(points, start=1):
+            if merger is not None:
+                log.info("point %d/%d: %s at ω = %s", index, len(points), recipe.method,
+                         list(omega))
                 merger.apply(omega)
-                key = "" if recipe["weighting"] == "heuristic" else f"omega-{omega[0]:.2f}"
-                points[key] = {"omega": omega, **evaluator.run()}
+            results[key] = evaluator.run()
 
     with atomic_dir(smk.output.artifact) as tmp:
         summary = []
-        for key, results in points.items():
+        for key, omega in points:
             folder = Path(tmp) / key
             folder.mkdir(parents=True, exist_ok=True)
             for suite in params.suites:
-                write_json(folder / f"{suite}.json", results[suite])
+                write_json(folder / f"{suite}.json", results[key][suite])
             summary.append({
                 "point": key or None,
-                "omega": results.get("omega"),
-                "scores": {s: {"score": results[s]["score"], "stderr": results[s]["stderr"]}
-                           for s in params.suites},
+                # The ω the merger applied at this point (None: a model evaluated as it is).
+                "omega": None if omega is None else list(omega),
+                "scores": {s: {"score": results[key][s]["score"],
+                               "stderr": results[key][s]["stderr"]} for s in params.suites},
             })
         write_json(Path(tmp) / "summary.json", {
             "model": Path(smk.output.artifact).name,
-            "recipe": params.recipe if is_merge else None,
-            "heuristic_omega": heuristic_omegas,
+            "recipe": params.recipe,
+            "heuristic_omega": heuristic,
             "points": summary,
         })
-    if is_merge:
+    if recipe is not None:
         # The merged models were never written; the record says how to re-make each one
         # (`snakemake results/merged/<id>` writes a heuristic-ω merge to disk).
         name = Path(smk.output.artifact).name
         step.note(derived=[{"id": f"{name}@{p['omega']}", "kept": False,
                             "recipe": {**params.recipe, "omega": p["omega"]},
                             **({"path": f"results/merged/{name}"}
-                               if params.recipe["weighting"] == "heuristic" else {})}
+                               if recipe.weighting == "heuristic" else {})}
                            for p in summary],
                   omegas=[p["omega"] for p in summary])

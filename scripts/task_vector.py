@@ -9,8 +9,11 @@ from mtl.stepkit import setup
 smk = snakemake
 log = setup(smk)
 
-with Step.from_snakemake(smk) as step:
+with Step.from_snakemake(smk, config_keys=["merge.resize_vocab"]) as step:
+    # With merge.resize_vocab: pad, θ_pre's missing vocabulary rows get τ = 0 (Llama-2's 32000
+    # rows against a Tülu finetune's 32001).
     digest = extract_task_vector(Path(smk.input.theta_pre), Path(smk.input.theta_d),
-                                 Path(smk.output.artifact))
+                                 Path(smk.output.artifact),
+                                 resize_vocab=smk.params.resize_vocab)
     step.set_hash(smk.output.artifact, digest)
     log.info("τ -> %s (%s)", smk.output.artifact, digest)

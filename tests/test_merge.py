@@ -20,12 +20,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from mtl import merge
 from mtl.merge import (
     METHODS,
     InPlaceMerger,
     MergeError,
     TensorInputs,
+    engine,
     extract_task_vector,
     heuristic_omega,
     merge_to_disk,
@@ -347,12 +347,6 @@ def test_dare_expectation_is_task_arithmetic() -> None:
     assert (error <= 4 * spread / 200**0.5 + 1e-5).float().mean() > 0.999
 
 
-def test_dare_ties_without_drops_is_ties() -> None:
-    x = _dare_inputs(density=1.0)
-    dare_ties = METHODS["dare_ties"](x, (0.5,), torch.empty(100, 100)).clone()
-    assert torch.equal(dare_ties, METHODS["ties"](x, (0.5,), torch.empty(100, 100)))
-
-
 @pytest.fixture(scope="module")
 def pre63(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """θ_pre with one vocabulary row fewer than θ_G, as Llama-2 (32000) vs Tülu (32001)."""
@@ -597,5 +591,5 @@ def test_row_blocks_equal_whole_tensors(
         return found
 
     whole = digests("whole")
-    monkeypatch.setattr(merge, "_BLOCK_ELEMENTS", 128)
+    monkeypatch.setattr(engine, "_BLOCK_ELEMENTS", 128)
     assert digests("blocks") == whole

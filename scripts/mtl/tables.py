@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
-COLUMNS = {"general": "General", "science": "Science", "safety": "Safety", "coding": "Coding",
-           "exref": "ExRef"}
+from mtl.evaluation import SUITES
+
+COLUMNS = {name: suite.column for name, suite in SUITES.items()}
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -28,7 +29,11 @@ def training_steps(model_dir: str | Path) -> int:
 
 
 def merge_label(recipe: dict | None) -> str:
-    return "θ_G (baseline)" if recipe is None else "PTM " + " + ".join(recipe["skills"])
+    """A row's name: the baseline, or the merged skills (and the method, if not the paper's)."""
+    if recipe is None:
+        return "θ_G (baseline)"
+    label = "PTM " + " + ".join(recipe["skills"])
+    return label if recipe["method"] == "task_arithmetic" else f"{label} ({recipe['method']})"
 
 
 def table5(baseline: str, merges: list[str], suites: list[str], skills: list[str]) -> pd.DataFrame:

@@ -1,0 +1,36 @@
+"""Merge engine: every model merge of the workflow ("Merge to Learn", Morrison et al. 2024).
+
+Notation follows the paper. θ_pre (`theta_pre`) is the pretrained model, θ_G (`theta_general`)
+θ_pre finetuned on the general mix, θ_D a model finetuned on skill D, τ_D = θ_D − θ_pre its task
+vector (`tau`) and ω (`omega`) the weight of a skill. Every method of `METHODS` works on one
+tensor name at a time, in float32, and the result is cast back to θ_G's stored dtype.
+
+Modules: `options` (EngineOptions, MergeError), `safetensors` (reading and streamed writing),
+`inputs` (what a method sees of one tensor), `methods` (the registry), `checks` (inputs and
+outputs, from headers, before any tensor is read), `engine` (task vectors and merged models
+written in one pass), `inplace` (a loaded model set to grid points), `mergekit` (recipes,
+mergekit configs, model cards) and `recipe` (one recipe from the workflow's config to the
+engine, the heuristic ω). docs/merge-engine.md describes them.
+"""
+
+from mtl.merge.engine import extract_task_vector, merge_to_disk
+from mtl.merge.inplace import InPlaceMerger
+from mtl.merge.inputs import TensorInputs
+from mtl.merge.methods import METHODS, Method, method_named
+from mtl.merge.options import EngineOptions, MergeError
+from mtl.merge.recipe import Recipe, heuristic_omega, heuristic_omegas
+
+__all__ = [
+    "METHODS",
+    "EngineOptions",
+    "InPlaceMerger",
+    "MergeError",
+    "Method",
+    "Recipe",
+    "TensorInputs",
+    "extract_task_vector",
+    "heuristic_omega",
+    "heuristic_omegas",
+    "merge_to_disk",
+    "method_named",
+]

@@ -1,0 +1,149 @@
+"""The in-place merger: a loaded model set to one grid point after another, without disk."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mtl.merge.checks import check_floating, weight_rows
+from mtl.merge.engine import open_inputs
+from mtl.merge.inputs import Scratch, Source, TensorInputs, check_range
+from mtl.merge.methods import method_named
+from mtl.merge.options import EngineOptions, MergeError
+from mtl.merge.safetensors import Checkpoint, Spec
+
+
+def _file_names(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    """The model's parameters by their names in its safetensors files.
+
+    transformers 5 renames some checkpoint keys on load (GPT-NeoX stores `embed_out.weight`
+    and holds it as `lm_head.weight`); its reverse mapping, the one save_pretrained applies,
+    gives the file names back. It returns renamed parameters as the same tensor objects, which
+    is how each file name finds its parameter. A parameter converted beyond a rename (fused or
+    split between file and memory) has no file tensor of its own to merge with.
+    """
+    params = dict(model.named_parameters())
+    try:
+        from transformers import PreTrainedModel
+        from transformers.core_model_loading import revert_weight_conversion
+    except ImportError:  # a transformers without key conversions names files as in memory
+        return params
+    if not isinstance(model, PreTrainedModel):
+        return params
+    with torch.no_grad():
+        reverted = revert_weight_conversion(model, dict(params))
+    by_identity = {id(tensor): file for file, tensor in reverted.items()}
+    named = {}
+    for name, param in params.items():
+        file = by_identity.get(id(param))
+        if file is None:
+            raise MergeError(
+                f"the model's parameter {name!r} is converted (not only renamed) between its "
+                "files and memory; merge on disk (merge_to_disk) instead"
+            )
+        named[file] = param
+    return named
+
+
+class InPlaceMerger:
+    """Set a loaded model's parameters to grid points of a merge, without touching disk.
+
+    `model` holds θ_G when the merger is built. The merger keeps a copy of θ_G and loads the
+    skill inputs (and θ_pre, if the merge needs it) onto each parameter's device, in their stored
+    dtypes; `apply(ω)` recomputes every parameter from those copies in float32 on that device,
+    so grid points never accumulate: apply(ω1); apply(ω2) equals apply(ω2) on a fresh θ_G.
+    Memory: θ_G's copy plus the inputs. `restore()` puts θ_G back.
+
+    Arguments as merge_to_disk's; options other than the method's are ignored.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        task_vectors: Sequence[Path] = (),
+        *,
+        method: str = "task_arithmetic",
+        finetuned: Sequence[Path] = (),
+        theta_pre: Path | None = None,
+        options: Mapping[str, Any] | EngineOptions = {},  # noqa: B006 - never mutated
+    ) -> None:
+        self.method = method_named(method)
+        self.options = EngineOptions.of(options)
+        # Keyed by the names in the model's files, which the inputs share.
+        self._params = _file_names(model)
+        specs = {name: Spec(p.dtype, tuple(p.shape)) for name, p in self._params.items()}
+        check_floating(specs, "model")
+        config = model.config.to_dict() if hasattr(model, "config") else None
+        label = f"the model ({type(model).__name__})"
+        inputs = open_inputs(
+            self.method,
+            specs,
+            config,
+            label,
+            general=None,
+            theta_pre=None if theta_pre is None else Path(theta_pre),
+            task_vectors=[Path(p) for p in task_vectors],
+            finetuned=[Path(p) for p in finetuned],
+            options=self.options,
+        )
+        try:
+            self._general = {name: p.detach().clone() for name, p in self._params.items()}
+            self._pre = None if inputs.pre is None else self._load(inputs.pre)
+            self._skills = [self._load(c) for c in inputs.skills]
+        finally:
+            inputs.close()
+        self._labels = {
+            "theta_general": label,
+            "theta_pre": None if inputs.pre is None else inputs.pre.label,
+            "skills": [c.label for c in inputs.skills],
+        }
+        self._skills_are_tau = inputs.skills_are_tau
+        self._scratch = Scratch()
+
+    def _load(self, checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
+        return {
+            name: checkpoint.read(name).to(param.device) for name, param in self._params.items()
+        }
+
+    def _inputs(self, name: str) -> TensorInputs:
+        def source(tensors: Mapping[str, torch.Tensor], label: str, is_model: bool) -> Source:
+            return Source(lambda: tensors[name], label, is_model)
+
+        return TensorInputs(
+            name,
+            self._general[name].shape,
+            general=source(self._general, self._labels["theta_general"], True),
+            pre=None if self._pre is None else source(self._pre, self._labels["theta_pre"], True),
+            skills=[
+                source(tensors, label, not self._skills_are_tau)
+                for tensors, label in zip(self._skills, self._labels["skills"], strict=True)
+            ],
+            skills_are_tau=self._skills_are_tau,
+            options=self.options,
+            scratch=self._scratch,
+        )
+
+    @torch.no_grad()
+    def apply(self, omegas: Sequence[float] | float) -> None:
+        """Set every parameter to the merge at weights `omegas` (one per skill input)."""
+        (omega,) = weight_rows([omegas], len(self._skills))
+        try:
+            for name, param in self._params.items():
+                out = self._scratch.get("out", param.shape, param.device)
+                merged = self.method(self._inputs(name), omega, out)
+                check_range(
+                    merged, f"in-place merge at ω={list(omega)}: tensor {name!r}", param.dtype
+                )
+                param.copy_(merged)
+        except BaseException:
+            self.restore()
+            raise
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        """Put θ_G back."""
+        for name, param in self._params.items():
+            param.copy_(self._general[name])

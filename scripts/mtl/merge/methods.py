@@ -1,0 +1,203 @@
+"""The merge methods: each one function, registered with its declaration.
+
+A method gets one tensor's `TensorInputs`, a weight vector ω (one weight per skill) and an
+output buffer; it writes the merge into the buffer and touches no file. Its declaration says
+which view of the skills it reads (τ_k or θ_k), whether it needs θ_pre, which options it reads,
+what the skill models were finetuned from, its mergekit equivalent and whether it is
+elementwise. Adding a method is one decorated function here (and its test).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from mtl.merge.inputs import TensorInputs
+from mtl.merge.options import MergeError
+
+
+def _sign_elected_sum(
+    base: torch.Tensor,
+    deltas: Sequence[torch.Tensor],
+    weights: Sequence[float],
+    normalize: bool,
+    out: torch.Tensor,
+) -> torch.Tensor:
+    """base + TIES' elect and disjoint merge, computed as mergekit 0.1.5 does.
+
+    The weighted deltas vote per entry with the sign of their sum (ties go to +); only deltas
+    agreeing with that sign are summed; `normalize` divides by the weights that were summed.
+    """
+    w = torch.tensor(weights, dtype=torch.float32, device=base.device)
+    w = w.view(-1, *([1] * base.dim()))
+    weighted = torch.stack(list(deltas)) * w
+    majority = torch.where(weighted.sum(dim=0) >= 0, 1.0, -1.0)
+    agree = weighted.sign() == majority
+    mixed = (weighted * agree).sum(dim=0)
+    if normalize:
+        divisor = (w * agree).sum(dim=0)
+        divisor[divisor == 0] = 1
+        mixed /= divisor
+    return torch.add(base, mixed, out=out)
+
+
+MethodFn = Callable[[TensorInputs, tuple[float, ...], torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A merge method: calling it writes one tensor's merge at weights ω into `out`."""
+
+    name: str
+    fn: MethodFn
+    formula: str
+    tag: str  # the method's short name in the workflow's targets (merge-<tag>-…)
+    skills_as: Literal["tau", "theta"]  # which view of the skill inputs the method reads
+    skills_from: Literal["pre", "general"]  # skill models finetuned from θ_pre (PTM) or θ_G (CFT)
+    needs_theta_pre: bool  # beyond what converting between τ_k and θ_k needs
+    options: tuple[str, ...]  # the EngineOptions fields it reads (for recipes)
+    mergekit: str | None  # mergekit's name for the method, if it has one
+    elementwise: bool  # each output entry depends on the same entry of the inputs only
+
+    def __call__(
+        self, x: TensorInputs, omega: tuple[float, ...], out: torch.Tensor
+    ) -> torch.Tensor:
+        return self.fn(x, omega, out)
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register(
+    name: str,
+    *,
+    formula: str,
+    tag: str,
+    skills_as: Literal["tau", "theta"],
+    skills_from: Literal["pre", "general"] = "pre",
+    needs_theta_pre: bool = False,
+    options: tuple[str, ...] = (),
+    mergekit: str | None = None,
+    elementwise: bool = False,
+) -> Callable[[MethodFn], MethodFn]:
+    """Add a method to METHODS under `name` (a paper name)."""
+
+    def add(fn: MethodFn) -> MethodFn:
+        if name in METHODS:
+            raise ValueError(f"merge method {name!r} is already registered")
+        if not tag.isalnum() or tag in {m.tag for m in METHODS.values()}:
+            raise ValueError(f"merge method {name!r}: tag {tag!r} must be new and alphanumeric")
+        METHODS[name] = Method(
+            name,
+            fn,
+            formula,
+            tag,
+            skills_as,
+            skills_from,
+            needs_theta_pre,
+            options,
+            mergekit,
+            elementwise,
+        )
+        return fn
+
+    return add
+
+
+@register(
+    "task_arithmetic",
+    formula="θ = θ_G + Σ_k ω_k·τ_k",
+    tag="ta",
+    skills_as="tau",
+    mergekit="task_arithmetic",
+    elementwise=True,
+)
+def task_arithmetic(x: TensorInputs, omega: tuple[float, ...], out: torch.Tensor) -> torch.Tensor:
+    torch.add(x.theta_general, x.tau[0], alpha=omega[0], out=out)
+    for w, tau in zip(omega[1:], x.tau[1:], strict=True):
+        out.add_(tau, alpha=w)
+    return out
+
+
+@register(
+    "linear",
+    formula="θ = (1 − Σ_k ω_k)·θ_G + Σ_k ω_k·θ_k",
+    tag="linear",
+    skills_as="theta",
+    mergekit="linear",
+    elementwise=True,
+)
+def linear(x: TensorInputs, omega: tuple[float, ...], out: torch.Tensor) -> torch.Tensor:
+    torch.mul(x.theta_general, 1.0 - sum(omega), out=out)
+    for w, theta in zip(omega, x.theta, strict=True):
+        out.add_(theta, alpha=w)
+    return out
+
+
+@register(
+    "wise_ft",
+    formula="θ = (1 − ω)·θ_G + ω·θ_CFT   (θ_CFT: θ_G continued on skill D)",
+    tag="wiseft",
+    skills_from="general",
+    skills_as="theta",
+    mergekit="linear",
+    elementwise=True,
+)
+def wise_ft(x: TensorInputs, omega: tuple[float, ...], out: torch.Tensor) -> torch.Tensor:
+    # Linear interpolation whose endpoint was trained from θ_G, so θ_pre plays no part.
+    return linear(x, omega, out)
+
+
+@register(
+    "ties",
+    formula="θ = θ_pre + elect(trim(τ_G), ω_k·trim(τ_k))",
+    tag="ties",
+    skills_as="tau",
+    needs_theta_pre=True,
+    options=("density", "normalize"),
+    mergekit="ties",
+)
+def ties(x: TensorInputs, omega: tuple[float, ...], out: torch.Tensor) -> torch.Tensor:
+    return _sign_elected_sum(x.theta_pre, x.trimmed(), (1.0, *omega), x.options.normalize, out)
+
+
+@register(
+    "dare",
+    formula="θ = θ_pre + drop(τ_G) + Σ_k ω_k·drop(τ_k)",
+    tag="dare",
+    skills_as="tau",
+    needs_theta_pre=True,
+    options=("density", "seed"),
+    mergekit="dare_linear",
+)
+def dare(x: TensorInputs, omega: tuple[float, ...], out: torch.Tensor) -> torch.Tensor:
+    dropped = x.dropped()
+    torch.add(x.theta_pre, dropped[0], out=out)
+    for w, tau in zip(omega, dropped[1:], strict=True):
+        out.add_(tau, alpha=w)
+    return out
+
+
+@register(
+    "dare_ties",
+    formula="θ = θ_pre + elect(drop(τ_G), ω_k·drop(τ_k))",
+    tag="dareties",
+    skills_as="tau",
+    needs_theta_pre=True,
+    options=("density", "normalize", "seed"),
+    mergekit="dare_ties",
+)
+def dare_ties(x: TensorInputs, omega: tuple[float, ...], out: torch.Tensor) -> torch.Tensor:
+    return _sign_elected_sum(x.theta_pre, x.dropped(), (1.0, *omega), x.options.normalize, out)
+
+
+
+def method_named(name: str) -> Method:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise MergeError(f"unknown merge method {name!r}; known: {sorted(METHODS)}") from None
+

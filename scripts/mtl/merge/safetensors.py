@@ -1,0 +1,418 @@
+"""Safetensors files, read tensor by tensor and written as a stream (headers first).
+
+Reading checks every header entry (dtype, shape, offsets inside the file) before a tensor is
+read; writing plans every shard's header from the shapes, so data goes out in one pass while a
+background thread hashes and writes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import queue
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mtl.merge.inputs import check_range
+from mtl.merge.options import MergeError
+
+DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+INDEX = "model.safetensors.index.json"
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What the output holds for one tensor name: θ_G's dtype and shape."""
+
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+Rows = tuple[int, int] | None  # a block of a tensor's rows [first, last); None: all of it
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    file: Path
+    start: int  # absolute offset of the tensor's bytes in `file`
+    nbytes: int
+
+
+def _pickle_refusal(path: Path) -> MergeError:
+    return MergeError(
+        f"{path}: pickle checkpoints are refused (unpickling can run arbitrary code); "
+        "convert the model to safetensors first"
+    )
+
+
+def _read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        length = int.from_bytes(handle.read(8), "little")
+        if size < 8 or length > size - 8:
+            raise MergeError(f"{path}: not a safetensors file (bad header length)")
+        try:
+            header = json.loads(handle.read(length))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise MergeError(f"{path}: unreadable safetensors header ({err})") from None
+    if not isinstance(header, dict):
+        raise MergeError(f"{path}: safetensors header is not a JSON object")
+    metadata = header.pop("__metadata__", None) or {}
+    tensors = {}
+    for name, entry in header.items():
+        try:
+            dtype = DTYPES[entry["dtype"]]
+            shape = tuple(int(dim) for dim in entry["shape"])
+            begin, end = (int(offset) for offset in entry["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise MergeError(
+                f"{path}: tensor {name!r} has an unsupported or malformed header entry {entry!r}"
+            ) from None
+        nbytes = math.prod(shape) * dtype.itemsize
+        if end - begin != nbytes or 8 + length + end > size:
+            raise MergeError(
+                f"{path}: tensor {name!r} data offsets [{begin}, {end}] do not match its "
+                f"shape {list(shape)} and dtype, or run past the end of the file"
+            )
+        tensors[name] = TensorInfo(dtype, shape, path, 8 + length + begin, nbytes)
+    return tensors, metadata
+
+
+def _weight_files(path: Path) -> tuple[list[Path], dict[str, str] | None]:
+    """The safetensors files of a model folder or file, and its index's weight map if any."""
+    if not path.exists():
+        raise MergeError(f"{path}: no such file or folder")
+    if path.is_file():
+        if path.suffix in PICKLE_SUFFIXES:
+            raise _pickle_refusal(path)
+        if path.suffix != ".safetensors":
+            raise MergeError(f"{path}: not a .safetensors file")
+        return [path], None
+    index = path / INDEX
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise MergeError(f"{index}: unreadable index ({err!r})") from None
+        files = sorted({path / name for name in weight_map.values()})
+        for file in files:
+            if not file.is_file():
+                raise MergeError(f"{index}: lists shard {file.name}, which does not exist")
+        return files, weight_map
+    if (path / "model.safetensors").is_file():
+        return [path / "model.safetensors"], None
+    files = sorted(path.glob("*.safetensors"))
+    if files:
+        return files, None
+    pickles = sorted(p for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise _pickle_refusal(pickles[0])
+    raise MergeError(f"{path}: no *.safetensors weights found")
+
+
+class Checkpoint:
+    """A model folder or a single .safetensors file, read tensor by tensor.
+
+    Reads use pread into reusable buffers rather than memory mapping: mapped pages stay resident,
+    and count in RSS, until the mapping closes, so mapping a 10 GB shard would grow the process by
+    10 GB; with plain reads the peak stays at a few tensors.
+    """
+
+    def __init__(self, path: Path | str, role: str) -> None:
+        self.path = Path(path)
+        self.label = f"{role} {self.path}"
+        files, weight_map = _weight_files(self.path)
+        self.tensors: dict[str, TensorInfo] = {}
+        self.metadata: dict[str, str] = {}
+        for file in files:
+            tensors, metadata = _read_header(file)
+            for name in sorted(tensors.keys() & self.tensors.keys()):
+                raise MergeError(f"{file}: tensor {name!r} also appears in another shard")
+            self.tensors.update(tensors)
+            self.metadata.update(metadata)
+        if weight_map is not None:
+            self._check_index(weight_map)
+        self.config = self._read_config()
+        self._fds: dict[Path, int] = {}
+
+    def _check_index(self, weight_map: Mapping[str, str]) -> None:
+        for name, info in self.tensors.items():
+            if weight_map.get(name) != info.file.name:
+                raise MergeError(
+                    f"{self.path / INDEX}: tensor {name!r} is in {info.file.name} but the "
+                    f"index says {weight_map.get(name)!r}"
+                )
+        for name in weight_map.keys() - self.tensors.keys():
+            raise MergeError(f"{self.path / INDEX}: lists tensor {name!r}, found in no shard")
+
+    def _read_config(self) -> dict | None:
+        file = self.path / "config.json"
+        if not file.is_file():
+            return None
+        try:
+            return json.loads(file.read_text())
+        except json.JSONDecodeError as err:
+            raise MergeError(f"{file}: not valid JSON ({err.msg})") from None
+
+    def specs(self) -> dict[str, Spec]:
+        """Tensor dtypes and shapes in on-disk order, so a pass reads each file front to back."""
+        ordered = sorted(self.tensors.items(), key=lambda item: (item[1].file, item[1].start))
+        return {name: Spec(info.dtype, info.shape) for name, info in ordered}
+
+    def read(
+        self, name: str, rows: Rows = None, buffer: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Tensor `name` (or its rows [first, last), as far as it has them) in its stored dtype,
+        read into `buffer` (uint8, large enough) if given."""
+        info = self.tensors[name]
+        shape, start, nbytes = info.shape, info.start, info.nbytes
+        if rows is not None:
+            row_bytes = nbytes // shape[0]
+            first, last = rows[0], max(rows[0], min(rows[1], shape[0]))
+            shape = (last - first, *shape[1:])
+            start, nbytes = start + first * row_bytes, (last - first) * row_bytes
+        if buffer is None:
+            buffer = torch.empty(nbytes, dtype=torch.uint8)
+        raw = buffer[:nbytes]
+        fd = self._fds.get(info.file)
+        if fd is None:
+            fd = self._fds[info.file] = os.open(info.file, os.O_RDONLY)
+        view = memoryview(raw.numpy())
+        done = 0
+        while done < nbytes:
+            got = os.preadv(fd, [view[done:]], start + done)
+            if got == 0:
+                raise MergeError(f"{info.file}: file ends inside tensor {name!r}")
+            done += got
+        return raw.view(info.dtype).view(shape)
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+
+
+@dataclass(frozen=True)
+class Shard:
+    filename: str
+    names: tuple[str, ...]
+    header: bytes  # length prefix + JSON header, padded so the data starts 8-byte aligned
+
+
+def shard_header(specs: Mapping[str, Spec], names: Sequence[str], metadata: Mapping) -> bytes:
+    entries: dict[str, Any] = {"__metadata__": dict(metadata)}
+    offset = 0
+    for name in names:
+        spec = specs[name]
+        entries[name] = {
+            "dtype": DTYPE_NAMES[spec.dtype],
+            "shape": list(spec.shape),
+            "data_offsets": [offset, offset + spec.nbytes],
+        }
+        offset += spec.nbytes
+    body = json.dumps(entries, separators=(",", ":")).encode()
+    body += b" " * (-len(body) % 8)
+    return len(body).to_bytes(8, "little") + body
+
+
+def plan_shards(
+    specs: Mapping[str, Spec], shard_size: int, metadata: Mapping[str, str]
+) -> list[Shard]:
+    """Split the tensors, in order, into shards of at most shard_size data bytes (Hugging Face
+    names); every offset is known from the shapes, so each header is written before its data."""
+    groups: list[list[str]] = [[]]
+    used = 0
+    for name, spec in specs.items():
+        if groups[-1] and used + spec.nbytes > shard_size:
+            groups.append([])
+            used = 0
+        groups[-1].append(name)
+        used += spec.nbytes
+    n = len(groups)
+    filenames = (
+        ["model.safetensors"]
+        if n == 1
+        else [f"model-{i:05d}-of-{n:05d}.safetensors" for i in range(1, n + 1)]
+    )
+    return [
+        Shard(filename, tuple(group), shard_header(specs, group, metadata))
+        for filename, group in zip(filenames, groups, strict=True)
+    ]
+
+
+class Writer:
+    """Hashes and writes output data on background threads, each lane in submission order.
+
+    Writing N outputs is disk-bound (the kernel throttles dirty pages), and hashing them is the
+    largest CPU cost of a pass: sha256 runs at about 0.35 GB/s per core on a CPU without SHA
+    extensions, and a grid writes every byte N times (`scripts/bench_merge.py --breakdown`: half
+    of the pass's CPU time). So writes have a thread of their own, and hashes two: files take
+    turns between the two digest lanes (a file's hash must see its bytes in order, two files
+    need not), and the arithmetic of the next tensors, the hashing and the copy into the page
+    cache spread over every core. Data goes out through a small pool of buffers, which bounds
+    memory and makes the merge wait when it gets ahead; a buffer is free again once every lane
+    that uses it is done with it.
+    """
+
+    DIGEST_LANES = 2
+
+    def __init__(self, buffer_bytes: int, n_buffers: int = 6) -> None:
+        self._free: queue.Queue[torch.Tensor] = queue.Queue()
+        for _ in range(n_buffers):
+            self._free.put(torch.empty(buffer_bytes, dtype=torch.uint8))
+        self._lanes = ["write", *(f"digest{k}" for k in range(self.DIGEST_LANES))]
+        Job = tuple[Callable[[], object], torch.Tensor | None]
+        self._queues: dict[str, queue.Queue[Job | None]] = {
+            lane: queue.Queue() for lane in self._lanes
+        }
+        self._users: dict[int, int] = {}  # id(buffer) -> lanes not yet done with it
+        self._lock = threading.Lock()
+        self._error: BaseException | None = None
+        self._abandoned = False
+        self._threads = [
+            threading.Thread(target=self._run, args=(lane,), name=f"merge-{lane}", daemon=True)
+            for lane in self._lanes
+        ]
+
+    def __enter__(self) -> Writer:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc is not None:
+            self._abandoned = True  # the outputs are being discarded: skip the queued work
+        for lane in self._lanes:
+            self._queues[lane].put(None)
+        for thread in self._threads:
+            thread.join()
+        if exc is None:
+            self._raise_if_failed()
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def buffer(self) -> torch.Tensor:
+        """A free uint8 buffer (waits for one); pass it back as `release` to `submit`."""
+        buffer = self._free.get()
+        self._raise_if_failed()
+        return buffer
+
+    def submit(
+        self,
+        *,
+        write: Callable[[], object] | None = None,
+        digest: Callable[[], object] | None = None,
+        digest_lane: int = 0,
+        release: torch.Tensor | None = None,
+    ) -> None:
+        """Queue `write` on the write lane and `digest` on digest lane `digest_lane`; `release`
+        goes back to the pool when both have run."""
+        jobs = {"write": write, f"digest{digest_lane % self.DIGEST_LANES}": digest}
+        jobs = {lane: job for lane, job in jobs.items() if job is not None}
+        if release is not None:
+            with self._lock:
+                self._users[id(release)] = len(jobs)
+        for lane, job in jobs.items():
+            self._queues[lane].put((job, release))
+
+    def _run(self, lane: str) -> None:
+        jobs = self._queues[lane]
+        while (item := jobs.get()) is not None:
+            job, release = item
+            try:
+                if self._error is None and not self._abandoned:
+                    job()
+            except BaseException as err:
+                self._error = err
+            finally:
+                if release is not None:
+                    with self._lock:
+                        self._users[id(release)] -= 1
+                        done = self._users[id(release)] == 0
+                        if done:
+                            del self._users[id(release)]
+                    if done:
+                        self._free.put(release)
+
+
+class StreamedFile:
+    """One safetensors file: its header, then tensors in header order, hashed as it goes out
+    (on one of the writer's digest lanes, so the hash needs no second read of the file)."""
+
+    def __init__(self, handle: Any, header: bytes, writer: Writer, digest_lane: int = 0) -> None:
+        self.handle = handle
+        self._writer = writer
+        self._hash = hashlib.sha256()
+        self._lane = digest_lane
+        writer.submit(
+            write=partial(handle.write, header),
+            digest=partial(self._hash.update, header),
+            digest_lane=digest_lane,
+        )
+
+    def write(self, value: torch.Tensor, dtype: torch.dtype, what: str) -> None:
+        """Check float32 `value` (a tensor or a block of its rows), cast it to `dtype` and queue
+        its bytes."""
+        check_range(value, what, dtype)
+        buffer = self._writer.buffer()
+        data = buffer[: value.numel() * dtype.itemsize]
+        data.view(dtype).view(value.shape).copy_(value)
+        array = data.numpy()
+        self._writer.submit(
+            write=partial(self.handle.write, array),
+            digest=partial(self._hash.update, array),
+            digest_lane=self._lane,
+            release=buffer,
+        )
+
+    def close(self) -> None:
+        """Queue the file's close, after its last write."""
+        self._writer.submit(write=self.handle.close)
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the file; complete once the writer's threads have finished."""
+        return "sha256:" + self._hash.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
