@@ -53,10 +53,11 @@ def env() -> dict[str, str]:
     return out
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True,
-              timeout: float = 1800) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, env=env(),
-                          capture_output=True, text=True, timeout=timeout)
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = 1800,
+              extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir,
+                          env={**env(), **(extra_env or {})}, capture_output=True, text=True,
+                          timeout=timeout)
     if check and done.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({done.returncode}):\n"
                              f"{done.stdout[-4000:]}\n{done.stderr[-6000:]}")
