@@ -9,6 +9,7 @@ an edit affects (the test config's real build, and the paper config's DAG marked
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from pathlib import Path
 
@@ -196,3 +197,16 @@ def test_paper_scale_a_download_key_refetches_that_dataset(paper_dag, tmp_path) 
     planned = planned_jobs(paper_dag, "results/table5.csv", *PAPER, str(override))
     assert ("fetch_dataset", "dataset=coding") in planned
     assert not any(w.startswith("dataset=science") or "skill=science" in w for _, w in planned)
+
+
+@pytest.mark.slow
+def test_the_tokenizer_knows_every_word_of_the_skill_data_it_does_not_read(toy_run) -> None:
+    """world_tokenizer reads no skill dataset (so their sizes do not change it): the words the
+    skill families can produce must still all be in it."""
+    vocab = json.loads((toy_run / "results/world/tokenizer/tokenizer.json").read_text())[
+        "model"]["vocab"]
+    for skill in ("science", "safety", "coding"):
+        rows = (toy_run / f"results/world/{skill}.jsonl").read_text().splitlines()
+        words = {w for row in rows for m in json.loads(row)["messages"]
+                 for w in m["content"].split()}
+        assert words <= vocab.keys(), f"{skill}: {sorted(words - vocab.keys())[:10]}"
