@@ -22,12 +22,22 @@ def library_first(environ, library):
 
 
 library_first(os.environ, str(Path(workflow.basedir) / "scripts"))
-# The rules read the library's registries (merge methods, suites and skills) and build merge
-# recipes with it, so this process imports the same library its jobs do.
+# The rules read the library's registries (merge methods, suites and skills), build merge
+# recipes and pin the numerics with it, so this process imports the same library its jobs do.
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 
 from mtl.evaluation import SUITES as SUITE_REGISTRY
 from mtl.merge import METHODS, MergeError, Recipe
+from mtl.stepkit import numerics_settings, pin_environment
+from mtl.world import SKILLS as WORLD_SKILLS
+
+# Every job inherits this process's environment, and torch, MKL and oneDNN read their kernel
+# choices from it when they load, before a step program runs: so the numerics are pinned here,
+# once per parse (SLURM jobs parse this file again, and pin again). An outside value is
+# overridden on purpose (mtl.stepkit says why) and named, so the override is never silent.
+NUMERICS = numerics_settings(config.get("numerics"))
+for replaced in pin_environment(os.environ, NUMERICS):
+    print(f"numerics: replaced the outside {replaced}", file=sys.stderr)
 
 TOY = config["scale"] == "toy"
 # The paper's order, then any others by name: merging config files may reorder the mapping,
@@ -79,10 +89,16 @@ def artifact(path, folder=False):
 
 
 def resources_for(family):
-    """Resources of a rule family from the config, falling back to `default`."""
+    """Resources of a rule family from the config, falling back to `default`.
+
+    When `numerics.threads` pins the intra-op thread count, no job uses more threads than that,
+    so that is what each job reserves (more would idle cores that other jobs could use).
+    """
     merged = {"threads": 1, "mem_mb": 2000, "runtime": 30, "gpu": 0}
     merged.update(config["resources"].get("default", {}))
     merged.update(config["resources"].get(family, {}))
+    if NUMERICS["threads"] is not None:
+        merged["threads"] = NUMERICS["threads"]
     return merged
 
 
@@ -133,6 +149,61 @@ def source_path(dataset):
     if spec["source"] == "file":
         return spec["path"]
     return f"results/sources/{dataset}.jsonl"
+
+
+# What each artifact of the toy world depends on. mtl.world draws from one seeded stream, in
+# this order: entities, eval suites, general mix, then the skills in world.SKILLS order; the
+# corpus has its own stream. So a file depends on the counts of what is drawn before it, and
+# on nothing drawn after (tests/test_reruns.py checks this against mtl.world itself).
+WORLD_ORDER = ["eval", "general", *WORLD_SKILLS]
+WORLD_COUNT_KEYS = {"eval": ["eval_examples"], "general": ["general_examples"]}
+
+
+def world_params(artifact):
+    """The world keys that change `artifact` (corpus, eval, general, a skill, tokenizer)."""
+    world = config["world"]
+    keys = {"seed": world["seed"], "entities": world["entities"]}
+    if artifact == "corpus":
+        return {**keys, "corpus_sentences": world["corpus_sentences"]}
+    if artifact == "tokenizer":
+        # Its words come from its input files, plus every word a skill family can produce.
+        return keys
+    if artifact not in WORLD_ORDER:
+        raise ValueError(
+            f"config data: dataset {artifact!r} has source 'world', but the toy world makes "
+            f"only {', '.join(WORLD_ORDER[1:])}"
+        )
+    for drawn in WORLD_ORDER[: WORLD_ORDER.index(artifact) + 1]:
+        if drawn in WORLD_SKILLS:
+            keys["general_examples"] = world["general_examples"]
+            keys[f"skill_ratio.{drawn}"] = world["skill_ratio"][drawn]
+        else:
+            keys.update({k: world[k] for k in WORLD_COUNT_KEYS[drawn]})
+    return keys
+
+
+FETCH_KEYS = [
+    "source",
+    "path",
+    "name",
+    "split",
+    "revision",
+    "exclude_sources",
+    "include_sources",
+    "per_source_cap",
+    "prompt_field",
+    "response_field",
+]
+
+
+def fetch_params(dataset):
+    """What changes a download: not the sizes drawn from it, nor the subset seed (which only
+    matters to the download when a per-source cap samples rows)."""
+    spec = dataset_config(dataset)
+    params = {key: spec[key] for key in FETCH_KEYS if key in spec}
+    if spec.get("per_source_cap"):
+        params["seed"] = spec["seed"]
+    return params
 
 
 def subset_path(dataset, size):
@@ -195,11 +266,16 @@ def table5_merges():
 
 
 def train_params(kind):
+    """What changes a trained model: hyper-parameters, seed, dtype and the numerics.
+
+    Not `checkpoint_every`: a resumed run ends in the same bytes as an uninterrupted one, so how
+    often it checkpoints changes no output (train.py reads it from the config).
+    """
     return {
         "train": config["training"][kind],
-        "checkpoint_every": config["training"]["checkpoint_every"],
         "seed": config["seed"],
         "dtype": config["model"]["dtype"],
+        "numerics": NUMERICS,
     }
 
 
@@ -278,6 +354,7 @@ def merge_params(wildcards):
 
 
 def eval_params():
+    """What changes an evaluation: the tasks and generation settings, seed and numerics."""
     return {
         "suites": SUITES,
         "tasks": config["evaluation"]["tasks"],
@@ -286,6 +363,7 @@ def eval_params():
         "limit": config["evaluation"]["limit"],
         "include_path": config["evaluation"]["include_path"],
         "seed": config["seed"],
+        "numerics": NUMERICS,
     }
 
 

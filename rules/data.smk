@@ -1,26 +1,15 @@
 """Datasets: the toy world (embedded scale) or hub datasets (paper scale), then subsets."""
 
-WORLD_FILES = ["corpus", "general", *SKILLS]
-
-
 if TOY:
 
-    rule world:
-        """Generate the toy world: corpus, general mix, skills, eval suites and tokenizer."""
+    rule world_corpus:
+        """The toy world's pretraining corpus: plain sentences that state every ability."""
         output:
-            **{name: f"results/world/{name}.jsonl" for name in WORLD_FILES},
-            **{
-                f"{name}_prov": prov(f"results/world/{name}.jsonl")
-                for name in WORLD_FILES
-            },
-            **{f"eval_{s}": f"results/world/eval/{s}.jsonl" for s in SUITES},
-            **{f"eval_{s}_prov": prov(f"results/world/eval/{s}.jsonl") for s in SUITES},
-            tokenizer=directory("results/world/tokenizer"),
-            tokenizer_prov=prov("results/world/tokenizer"),
+            **artifact("results/world/corpus.jsonl"),
         log:
-            log_path("world"),
+            log_path("world_corpus"),
         benchmark:
-            bench_path("world")
+            bench_path("world_corpus")
         conda:
             "../envs/data.yaml"
         threads: 1
@@ -28,8 +17,71 @@ if TOY:
             mem_mb=scaled("default", "mem_mb"),
             runtime=scaled("default", "runtime"),
         params:
-            world=config["world"],
-            skills=SKILLS,
+            world=world_params("corpus"),
+        script:
+            "../scripts/make_world.py"
+
+    rule world_eval:
+        """The toy world's evaluation suites (drawn first, so no training row repeats them)."""
+        output:
+            **{f"eval_{s}": f"results/world/eval/{s}.jsonl" for s in SUITES},
+            **{f"eval_{s}_prov": prov(f"results/world/eval/{s}.jsonl") for s in SUITES},
+        log:
+            log_path("world_eval"),
+        benchmark:
+            bench_path("world_eval")
+        conda:
+            "../envs/data.yaml"
+        threads: 1
+        resources:
+            mem_mb=scaled("default", "mem_mb"),
+            runtime=scaled("default", "runtime"),
+        params:
+            world=world_params("eval"),
+        script:
+            "../scripts/make_world.py"
+
+    rule world_dataset:
+        """One chat dataset of the toy world: the general mix or one skill."""
+        output:
+            **artifact("results/world/{dataset}.jsonl"),
+        log:
+            log_path("world_dataset", "{dataset}"),
+        benchmark:
+            bench_path("world_dataset", "{dataset}")
+        conda:
+            "../envs/data.yaml"
+        threads: 1
+        resources:
+            mem_mb=scaled("default", "mem_mb"),
+            runtime=scaled("default", "runtime"),
+        params:
+            world=lambda wc: world_params(wc.dataset),
+        script:
+            "../scripts/make_world.py"
+
+    rule world_tokenizer:
+        """The word-level tokenizer: every word of the corpus, general mix and eval suites, and
+        every word each skill's task family can produce (not the skill datasets themselves, so
+        resizing a skill does not change the tokenizer and retrain everything)."""
+        input:
+            corpus="results/world/corpus.jsonl",
+            general="results/world/general.jsonl",
+            suites=[f"results/world/eval/{s}.jsonl" for s in SUITES],
+        output:
+            **artifact("results/world/tokenizer", folder=True),
+        log:
+            log_path("world_tokenizer"),
+        benchmark:
+            bench_path("world_tokenizer")
+        conda:
+            "../envs/data.yaml"
+        threads: 1
+        resources:
+            mem_mb=scaled("default", "mem_mb"),
+            runtime=scaled("default", "runtime"),
+        params:
+            world=world_params("tokenizer"),
         script:
             "../scripts/make_world.py"
 
@@ -50,7 +102,7 @@ else:
             mem_mb=scaled("data", "mem_mb"),
             runtime=scaled("data", "runtime"),
         params:
-            spec=lambda wc: dataset_config(wc.dataset),
+            spec=lambda wc: fetch_params(wc.dataset),
         script:
             "../scripts/fetch_dataset.py"
 

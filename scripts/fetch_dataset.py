@@ -10,9 +10,11 @@ from mtl.stepkit import setup
 
 smk = snakemake
 spec = smk.params.spec
-log = setup(smk, seed=spec["seed"])
+# The seed is in the params only where the download samples with it (a per-source cap).
+seed = spec.get("seed")
+log = setup(smk, seed=seed)
 
-with Step.from_snakemake(smk, seed=spec["seed"]) as step:
+with Step.from_snakemake(smk, seed=seed) as step:
     revision = HfApi().dataset_info(spec["path"], revision=spec["revision"]).sha
     log.info("%s at revision %s", spec["path"], revision)
     rows = load_dataset(spec["path"], spec["name"], split=spec["split"], revision=revision)

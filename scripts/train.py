@@ -36,7 +36,8 @@ cfg = TrainConfig(
     weight_decay=params.train["weight_decay"],
     max_len=params.train["max_len"],
     micro_batch=params.train.get("micro_batch"),
-    checkpoint_every=params.checkpoint_every,
+    # From the config, not params: how often a run checkpoints changes no output.
+    checkpoint_every=smk.config["training"]["checkpoint_every"],
     seed=params.seed,
 )
 dtype = getattr(torch, params.dtype)
@@ -83,12 +84,14 @@ with Step.from_snakemake(smk, seed=params.seed) as step:
     with atomic_dir(smk.output.artifact) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        # Only facts that are the same on every rerun go inside the artifact (wall time and
-        # resume points live in the provenance record), so reruns are byte-identical.
+        # Only facts that are the same on every rerun go inside the artifact (wall time, resume
+        # points and how often they were taken live in the provenance record), so reruns are
+        # byte-identical.
         write_json(Path(tmp) / "training_summary.json",
                    {"regime": regime, "steps": summary["steps"],
                     "examples": summary["examples"], "final_loss": summary["final_loss"],
-                    "config": summary["config"]})
+                    "config": {k: v for k, v in summary["config"].items()
+                               if k != "checkpoint_every"}})
     clear_checkpoint(Path(params.resume_dir))
     step.note(regime=regime, run_id=run_id, **{k: summary[k] for k in
                                                ("steps", "examples", "final_loss",

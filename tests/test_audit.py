@@ -169,6 +169,7 @@ def test_taskvector_byte_flip_is_named_and_propagates(
         "stale": 2,
         "no-record": 0,
         "missing": 1,
+        "not-built": 0,
         "verified": 6,
         "reproducible": 1,
         "total": 0,
@@ -480,3 +481,123 @@ def test_records_from_a_real_snakemake_run(
     flip_byte("results/models/y/w.bin")
     assert audit.main(["results/table.csv"]) == 1
     assert "input models results/models/y is modified" in capsys.readouterr().out
+
+
+def fresh_clone(keep: tuple[str, ...] = (TABLE,)) -> None:
+    """What a clone has: the committed artifacts and records in `keep`, nothing else built."""
+    for path in (DATA, BASE, MODEL, TV, EVAL_BASE, EVAL_MERGE, TABLE):
+        if path in keep:
+            continue
+        if Path(path).is_dir():
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+        os.remove(sidecar(path))
+
+
+def test_a_fresh_clone_is_not_built_yet_rather_than_broken(
+    chain: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fresh_clone()
+    code, report = audit_json(capsys, TABLE)
+    assert code == 0
+    status = statuses(report)
+    assert status[TABLE] == "verified"
+    assert status[EVAL_BASE] == status[EVAL_MERGE] == "not-built"
+    assert report["nodes"][EVAL_BASE]["recipe"] == (
+        f"not built on this machine yet: `snakemake --cores 2 {EVAL_BASE}` builds it"
+    )
+    assert report["summary"]["not-built"] == 2
+    audit.main([TABLE])
+    out = capsys.readouterr().out
+    assert f"{EVAL_BASE}/: not-built" in out or f"{EVAL_BASE}: not-built" in out
+    assert out.rstrip().endswith(
+        "2 not built on this machine yet (build them with `snakemake --cores 2 "
+        f"{TABLE}`, then audit again): OK"
+    )
+    # A changed table is still a problem on a fresh clone.
+    flip_byte(TABLE)
+    code, report = audit_json(capsys, TABLE)
+    assert code == 1 and statuses(report)[TABLE] == "modified"
+
+
+def test_raw_data_missing_is_a_problem_even_on_a_fresh_clone(
+    chain: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fresh_clone(keep=(TABLE, DATA))
+    os.remove(RAW)
+    code, report = audit_json(capsys, TABLE, DATA)
+    assert code == 1
+    assert statuses(report)[RAW] == "missing"  # raw data: no rule builds it
+    assert statuses(report)[EVAL_BASE] == "not-built"
+
+
+def _set_machine(path: str, cls: str, kernels: str | None = "DEFAULT") -> None:
+    record = json.loads(sidecar(path).read_text())
+    record["machine"] = {"class": cls, "numerics": {"kernels": kernels, "threads": 1,
+                                                    "environment": {"MKL_CBWR": "COMPATIBLE"}}}
+    sidecar(path).write_text(json.dumps(record))
+
+
+def test_inputs_built_on_another_machine_class_are_shown_not_failed(
+    chain: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for path in (DATA, BASE, MODEL, TV, EVAL_BASE, EVAL_MERGE, TABLE):
+        _set_machine(path, "x86_64 avx512 (CPU A), no GPU")
+    _set_machine(MODEL, "x86_64 avx2 (CPU B), no GPU", kernels="AVX2")
+    code, report = audit_json(capsys, TABLE)
+    assert code == 0
+    assert report["nodes"][TV]["other_machines"] == [
+        f"input {MODEL} was built on x86_64 avx2 (CPU B), no GPU; this on x86_64 avx512 "
+        "(CPU A), no GPU",
+        f"input {MODEL} was built with numerics {{'kernels': 'AVX2', 'threads': 1, "
+        "'environment': {'MKL_CBWR': 'COMPATIBLE'}}; this {'kernels': 'DEFAULT', 'threads': 1,"
+        " 'environment': {'MKL_CBWR': 'COMPATIBLE'}}",
+    ]
+    assert report["nodes"][EVAL_BASE]["other_machines"] == []
+    assert all(not report["nodes"][p]["other_machines"] for p in (DATA, BASE, EVAL_MERGE, TABLE))
+
+
+def _git(*args: str) -> None:
+    subprocess.run(["git", *args], check=True, capture_output=True,
+                   env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+                        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"})
+
+
+def test_compare_with_committed_records(chain: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _git("init", "-q")
+    _git("add", "-A")
+    _git("commit", "-qm", "committed results")
+    code, report = audit_json(capsys, TABLE, "--compare", "HEAD")
+    assert code == 0 and report["compare"]["identical"]
+    assert audit.main([TABLE, "--compare", "HEAD"]) == 0
+    assert f"{TABLE}: identical to the record committed at HEAD" in capsys.readouterr().out
+
+    # Rebuilt on another machine: the model comes out different, so do its consumers.
+    _set_machine(TABLE, "x86_64 avx2 (CPU B), no GPU")
+    _git("commit", "-qam", "records of a build on CPU B")
+    run_step("train", {"data": DATA, "base": BASE}, MODEL,
+             {"config.json": "{}", "w.bin": b"\x02" * 64})
+    run_step("extract", {"model": MODEL, "base": BASE}, TV, {"": b"\x02" * 64})
+    run_step("evaluate", {"taskvector": TV, "base": BASE}, EVAL_MERGE,
+             {"mmlu.json": '{"acc": 0.3}', "gsm8k.json": '{"acc": 0.2}'},
+             {"model_id": "merge-math"})
+    run_step("table5", {"evals": [EVAL_BASE, EVAL_MERGE]}, TABLE, {"": "model,mmlu\nx,1\n"},
+             notes=table_cells)
+    assert audit.main([TABLE, "--compare", "HEAD"]) == 1
+    out = capsys.readouterr().out
+    assert f"{TABLE}: DIFFERS from the record committed at HEAD" in out
+    # The deepest committed record whose hash differs: the model, whose inputs are identical.
+    assert f"first difference: {MODEL} itself (its inputs are identical)" in out
+    assert "committed build: x86_64 avx2 (CPU B), no GPU" in out
+    assert "rebuilt here:    x86_64" in out
+
+    # Where no committed record reaches deeper, the differing inputs are listed.
+    for path in (MODEL, TV, EVAL_MERGE):
+        _git("rm", "-q", "--cached", sidecar(path).as_posix())
+    _git("commit", "-qm", "only the table's record committed")
+    assert audit.main([TABLE, "--compare", "HEAD"]) == 1
+    out = capsys.readouterr().out
+    assert f"first difference: 1 input(s) of {TABLE}:" in out
+    assert f"    {EVAL_MERGE}: committed" in out
+    assert audit.main([TABLE, "--compare", "no-such-rev"]) == 2

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import io
 import json
 import os
+import platform
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 from snakemake.iocontainers import (
     InputFiles,
     Log,
@@ -106,7 +109,10 @@ def test_hashing_writer_matches_file_hash(tmp_path: Path) -> None:
     assert writer.hash == hash_file(text)
 
 
-def test_step_writes_a_record_for_every_artifact(workdir: Path) -> None:
+def test_step_writes_a_record_for_every_artifact(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
     Path("raw.txt").write_text("raw\n")
     Path("tool.py").write_text("print('hi')\n")
     with Step(
@@ -153,9 +159,18 @@ def test_step_writes_a_record_for_every_artifact(workdir: Path) -> None:
         assert record["notes"] == {"n_examples": 3}
         assert record["code"]["files"] == {"tool.py": sha(b"print('hi')\n")}
         assert record["packages"]["python"]
-        assert record["packages"]["torch"].startswith("2.13.0")
-        assert record["device"] == "cpu"
+        # Whatever is installed here, not a pinned number: the record must say what ran.
+        assert record["packages"]["torch"] == importlib.metadata.version("torch")
+        assert record["device"] == (
+            torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+        )
         assert record["host"]
+        machine = record["machine"]
+        assert machine["cpu"]["arch"] == platform.machine()
+        assert machine["numerics"]["environment"]["ATEN_CPU_CAPABILITY"] == "default"
+        # torch is imported by this test module, so the job's kernel level and threads are known.
+        assert machine["numerics"]["kernels"] == torch.backends.cpu.get_cpu_capability()
+        assert machine["numerics"]["threads"] == torch.get_num_threads()
         assert record["started"] <= record["ended"]
         assert record["duration_s"] >= 0
     # Sorted keys: records are diffable. Nothing of the record leaks into the artifacts.
@@ -384,3 +399,39 @@ def test_git_state(workdir: Path) -> None:
     assert run_step()["git_dirty"] is False
     Path("tracked.txt").write_text("b")
     assert run_step()["git_dirty"] is True
+
+
+CPUINFO = """processor\t: 0
+model name\t: {model}
+flags\t\t: {flags}
+
+processor\t: 1
+model name\t: another CPU
+flags\t\t: fpu
+"""
+
+
+@pytest.mark.parametrize(
+    ("flags", "isa"),
+    [
+        ("fpu sse4_2 avx avx2 fma avx512f avx512bw avx512dq avx512vl amx_tile", "avx512"),
+        ("fpu sse4_2 avx avx2 fma avx512f", "avx2"),  # AVX-512 foundation alone is not enough
+        ("fpu sse4_2 avx", "avx"),
+        ("fpu sse2", "baseline"),
+    ],
+)
+def test_cpu_facts_name_the_model_and_instruction_set_level(flags: str, isa: str) -> None:
+    cpu = provenance._cpu(CPUINFO.format(model="Some CPU @ 2GHz", flags=flags))
+    assert cpu == {"model": "Some CPU @ 2GHz", "isa": isa, "amx": "amx_tile" in flags}
+
+
+def test_machine_facts_tell_machines_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    avx2 = CPUINFO.format(model="CPU A", flags="sse4_2 avx avx2 fma")
+    avx512 = CPUINFO.format(model="CPU B", flags="sse4_2 avx avx2 fma avx512f avx512bw "
+                            "avx512dq avx512vl")
+    classes = []
+    for text in (avx2, avx512):
+        monkeypatch.setattr(provenance.Path, "read_text", lambda self, text=text: text)
+        classes.append(provenance.machine_facts()["class"])
+    assert classes[0] != classes[1]
+    assert "avx2 (CPU A)" in classes[0] and "avx512 (CPU B)" in classes[1]

@@ -53,10 +53,11 @@ def env() -> dict[str, str]:
     return out
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True,
-              timeout: float = 1800) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, env=env(),
-                          capture_output=True, text=True, timeout=timeout)
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = 1800,
+              extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir,
+                          env={**env(), **(extra_env or {})}, capture_output=True, text=True,
+                          timeout=timeout)
     if check and done.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({done.returncode}):\n"
                              f"{done.stdout[-4000:]}\n{done.stderr[-6000:]}")
@@ -65,17 +66,39 @@ def snakemake(workdir: Path, *args: str, check: bool = True,
 
 _RULE = re.compile(r"^(?:local)?rule (\w+):$")
 _WILDCARDS = re.compile(r"^\s+wildcards: (.*)$")
+_STATS_ROW = re.compile(r"^(\w+)\s+(\d+)$")
+NOTHING_TO_DO = "Nothing to be done"
 
 
 def planned_jobs(workdir: Path, *args: str) -> set[tuple[str, str]]:
-    """(rule, 'key=value, ...') of every job a dry run would execute, `all` left out."""
+    """(rule, 'key=value, ...') of every job a dry run would execute, `all` left out.
+
+    Checked against Snakemake's own summary, so a parser that matched nothing cannot pass for
+    "nothing planned": the jobs found must add up to the "Job stats" table, or, when none are
+    found, Snakemake must have said there is nothing to be done.
+    """
     done = snakemake(workdir, "-n", *args)
+    text = done.stdout + done.stderr
     jobs: list[list[str]] = []
-    for line in (done.stdout + done.stderr).splitlines():
+    for line in text.splitlines():
         if match := _RULE.match(line.rstrip()):
             jobs.append([match.group(1), ""])
         elif (match := _WILDCARDS.match(line)) and jobs:
             jobs[-1][1] = match.group(1).strip()
+    stats: dict[str, int] = {}
+    if "Job stats:" in text:
+        for line in text.split("Job stats:", 1)[1].splitlines():
+            if line.strip().startswith("total"):
+                break
+            if match := _STATS_ROW.match(line.strip()):
+                stats[match.group(1)] = int(match.group(2))
+    counted: dict[str, int] = {}
+    for rule, _ in jobs:
+        counted[rule] = counted.get(rule, 0) + 1
+    if not jobs and NOTHING_TO_DO not in text:
+        raise AssertionError(f"dry run: no jobs parsed and no {NOTHING_TO_DO!r}:\n{text[-3000:]}")
+    if jobs and counted != stats:
+        raise AssertionError(f"dry run: parsed jobs {counted} != Job stats {stats}")
     return {(rule, wildcards) for rule, wildcards in jobs if rule != "all"}
 
 

@@ -10,10 +10,22 @@ Every artifact on the way is re-hashed (once per run) and reported as
              edited, or is itself stale (the input is named);
 - missing:   it is not on disk, either reproducible (its record or a consumer's recipe says how
              to rebuild it, e.g. a merged model that was evaluated without being kept) or not;
+- not-built: a workflow artifact (its consumer read its record) that is neither on disk nor
+             recorded here: not built on this machine yet, as on a fresh clone, whose committed
+             tables name evaluations it has not run. Not a problem; the report says how to
+             build it;
 - no-record: it exists but has no (readable) provenance record where one is expected.
 
-Exit status: 0 when nothing is modified, stale, without record or irrecoverably missing; 1
-otherwise; 2 for a usage error (such as --cells on a target whose record has no cells note).
+Each artifact built on another machine class than its consumer (CPU model and instruction
+sets, GPUs) or with other numerics (kernel level, threads) is marked, as a fact, not a problem.
+
+With --compare REV, rebuilt targets are compared with the records committed at git revision
+REV: identical, or the first input down the lineage whose hash differs, with the machine facts
+of both builds (docs/audit.md).
+
+Exit status: 0 when nothing is modified, stale, without record or irrecoverably missing (and,
+with --compare, every target is identical); 1 otherwise; 2 for a usage error (such as --cells on
+a target whose record has no cells note).
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -45,8 +58,11 @@ MODIFIED = "modified"
 STALE = "stale"
 MISSING = "missing"
 NO_RECORD = "no-record"
+NOT_BUILT = "not-built"
 # Worst first: a table cell takes the worst status of the artifacts it depends on.
-STATUSES = (MODIFIED, STALE, NO_RECORD, MISSING, VERIFIED)
+STATUSES = (MODIFIED, STALE, NO_RECORD, MISSING, NOT_BUILT, VERIFIED)
+# How a reader builds what is not built here yet (the README's command).
+BUILD_COMMAND = "snakemake --cores 2"
 
 
 class AuditError(Exception):
@@ -81,6 +97,7 @@ class Node:
     inputs: list[Edge] = field(default_factory=list)
     derived: list[str] = field(default_factory=list)
     code_changed: list[str] = field(default_factory=list)
+    other_machines: list[str] = field(default_factory=list)  # inputs built elsewhere
 
     @property
     def recorded_hash(self) -> str | None:
@@ -90,7 +107,7 @@ class Node:
     def problem(self) -> bool:
         if self.status == MISSING:
             return not self.reproducible
-        return self.status != VERIFIED
+        return self.status not in (VERIFIED, NOT_BUILT)
 
     def label(self) -> str:
         text = self.status.upper() if self.problem else self.status
@@ -117,6 +134,8 @@ class Node:
             "inputs": [vars(edge) for edge in self.inputs],
             "derived": self.derived,
             "code_changed": self.code_changed,
+            "other_machines": self.other_machines,
+            "machine": record.get("machine"),
         }
 
 
@@ -240,6 +259,7 @@ class Auditor:
         label = f"input {name} {entry['path']}"
         recorded = entry["hash"]
         if child.record is not None:
+            self._compare_machines(node, entry["path"], child)
             if child.recorded_hash != recorded:
                 node.stale.append(
                     f"{label} was rebuilt after this was built (used {short(recorded)}, its record"
@@ -254,7 +274,15 @@ class Auditor:
                 node.origins += child.origins
             return
         if not child.exists:
-            child.reasons.append(f"recorded as input {name} of {node.path}")
+            if entry.get("sidecar") and child.status == MISSING and not child.reproducible:
+                # A workflow artifact (it had a record when it was read) never built here.
+                child.status = NOT_BUILT
+                child.reproducible = True
+                child.recipe = (
+                    f"not built on this machine yet: `{BUILD_COMMAND} {child.path}` builds it"
+                )
+            elif child.status != NOT_BUILT:
+                child.reasons.append(f"recorded as input {name} of {node.path}")
             return
         # An unreadable sidecar already made it no-record, with the reason why.
         if entry.get("sidecar") and child.status != NO_RECORD:
@@ -276,6 +304,22 @@ class Auditor:
                 f" now {short(child.disk_hash)})"
             )
             node.origins.append(child.path)
+
+    @staticmethod
+    def _compare_machines(node: Node, path: str, child: Node) -> None:
+        """Mark an input built on another machine class, or with other numerics (a fact)."""
+        mine = (node.record or {}).get("machine")
+        theirs = (child.record or {}).get("machine")
+        if not mine or not theirs:
+            return
+        if mine["class"] != theirs["class"]:
+            node.other_machines.append(
+                f"input {path} was built on {theirs['class']}; this on {mine['class']}"
+            )
+        ours, its = numerics_summary(mine), numerics_summary(theirs)
+        # A job that ran no torch reports no kernels: nothing to compare.
+        if ours["kernels"] and its["kernels"] and ours != its:
+            node.other_machines.append(f"input {path} was built with numerics {its}; this {ours}")
 
     def _register_derived(self, consumer: str, record: dict[str, Any]) -> None:
         for entry in record.get("notes", {}).get("derived", []):
@@ -368,14 +412,20 @@ class Auditor:
             "total": len(self.nodes),
         }
 
-    def summary_line(self) -> str:
+    def summary_line(self, targets: Sequence[str] = ()) -> str:
         s = self.summary()
         verdict = "OK" if self.ok() else "PROBLEMS FOUND"
-        return (
+        line = (
             f"summary: {s['total']} artifacts: {s[VERIFIED]} verified, {s[MODIFIED]} modified,"
             f" {s[STALE]} stale, {s[MISSING]} missing ({s['reproducible']} reproducible),"
-            f" {s[NO_RECORD]} no-record: {verdict}"
+            f" {s[NO_RECORD]} no-record"
         )
+        if s[NOT_BUILT]:
+            line += (
+                f", {s[NOT_BUILT]} not built on this machine yet (build them with"
+                f" `{BUILD_COMMAND} {' '.join(targets)}`, then audit again)"
+            )
+        return f"{line}: {verdict}"
 
     def render(self, keys: Sequence[str]) -> list[str]:
         """Indented lineage trees; a subtree already printed is shown once, then "(see above)"."""
@@ -404,6 +454,7 @@ class Auditor:
             if node.code_changed:
                 changed = ", ".join(node.code_changed)
                 lines.append(f"{pad}    ~ code changed since it was built: {changed}")
+            lines.extend(f"{pad}    ~ {fact}" for fact in node.other_machines)
             for input_edge in node.inputs:
                 walk(input_edge.path, depth + 1, f"{input_edge.name}: ")
             for derived in node.derived:
@@ -412,6 +463,100 @@ class Auditor:
         for key in keys:
             walk(key, 0, "")
         return lines
+
+
+def numerics_summary(machine: dict[str, Any]) -> dict[str, Any]:
+    """What in a record's machine facts decides float results: kernel level, threads, pins."""
+    numerics = machine.get("numerics", {})
+    return {
+        "kernels": numerics.get("kernels"),
+        "threads": numerics.get("threads"),
+        "environment": {k: v for k, v in numerics.get("environment", {}).items() if v},
+    }
+
+
+def machine_line(record: dict[str, Any]) -> str:
+    machine = record.get("machine")
+    if not machine:
+        return "(the record has no machine facts)"
+    numerics = numerics_summary(machine)
+    pins = " ".join(f"{k}={v}" for k, v in sorted(numerics["environment"].items())) or "none"
+    return (
+        f"{machine['class']}; kernels {numerics['kernels']}, {numerics['threads']} thread(s),"
+        f" pinned {pins}; torch {record.get('packages', {}).get('torch')}"
+    )
+
+
+def committed_record(root: Path, rev: str, key: str) -> dict[str, Any] | None:
+    """The record of `key` as committed at git revision `rev`; None if it was not committed."""
+    try:
+        done = subprocess.run(
+            ["git", "show", f"{rev}:./{sidecar(key).as_posix()}"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except OSError as err:
+        raise AuditError(f"--compare needs git: {err}") from None
+    if done.returncode != 0:
+        return None
+    try:
+        return json.loads(done.stdout)
+    except ValueError as err:
+        raise AuditError(f"{sidecar(key)} at {rev} is not JSON: {err}") from None
+
+
+def compare(auditor: Auditor, rev: str, key: str) -> tuple[bool, list[str]]:
+    """Compare `key` as rebuilt here with its record committed at `rev` (docs/audit.md).
+
+    Identical, or the first difference: down the lineage, the deepest input whose hash differs
+    between the committed and the rebuilt records, as far as committed records reach.
+    """
+    then = committed_record(auditor.root, rev, key)
+    if then is None:
+        raise AuditError(f"{key}: no record {sidecar(key)} committed at {rev}")
+    node = auditor.nodes.get(key) or auditor.visit(key)
+    now = node.record
+    if now is None or not node.exists:
+        return False, [f"{key}: not rebuilt here yet (build it with `{BUILD_COMMAND} {key}`)"]
+    if now["hash"] == then["hash"]:
+        return True, [f"{key}: identical to the record committed at {rev} ({short(now['hash'])})"]
+    lines = [
+        f"{key}: DIFFERS from the record committed at {rev}"
+        f" (committed {short(then['hash'])}, rebuilt {short(now['hash'])})"
+    ]
+    path, first_then, first_now = key, then, now
+    while True:
+        rebuilt_inputs = {e["path"]: e["hash"] for es in first_now["inputs"].values() for e in es}
+        differing = [
+            (entry["path"], entry["hash"], rebuilt_inputs.get(entry["path"]))
+            for entries in first_then["inputs"].values()
+            for entry in entries
+            if rebuilt_inputs.get(entry["path"]) != entry["hash"]
+        ]
+        if not differing:
+            lines.append(f"  first difference: {path} itself (its inputs are identical)")
+            break
+        deeper = None
+        for child, _, _ in sorted(differing):
+            child_then = committed_record(auditor.root, rev, child)
+            child_now = auditor.nodes[child].record if child in auditor.nodes else None
+            if child_then is not None and child_now is not None:
+                deeper = (child, child_then, child_now)
+                break
+        if deeper is None:
+            lines.append(f"  first difference: {len(differing)} input(s) of {path}:")
+            lines.extend(
+                f"    {child}: committed {short(old)}, rebuilt {short(new)}"
+                for child, old, new in sorted(differing)
+            )
+            lines.append(f"  (no committed records below {path}: the lineage ends there)")
+            break
+        path, first_then, first_now = deeper
+    lines.append(f"  committed build: {machine_line(then)}")
+    lines.append(f"  rebuilt here:    {machine_line(now)}")
+    return False, lines
 
 
 def render_cells(key: str, cells: dict[str, dict[str, Any]]) -> list[str]:
@@ -445,6 +590,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="for a table: what each cell depends on (artifacts and config keys)",
     )
     parser.add_argument(
+        "--compare",
+        metavar="REV",
+        help="compare the targets with their records committed at git revision REV (e.g. HEAD)",
+    )
+    parser.add_argument(
         "--root",
         type=Path,
         default=Path("."),
@@ -456,12 +606,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     auditor = Auditor(args.root)
     keys = [auditor.target(target) for target in args.targets]
+    compared: list[str] = []
+    same = True
     try:
         cells = {key: auditor.cells(key) for key in keys} if args.cells else {}
+        for key in keys if args.compare else []:
+            identical, lines = compare(auditor, args.compare, key)
+            same &= identical
+            compared += lines
     except AuditError as err:
         print(f"mtl-audit: {err}", file=sys.stderr)
         return 2
-    ok = auditor.ok()
+    ok = auditor.ok() and same
 
     if args.json:
         report: dict[str, Any] = {
@@ -472,12 +628,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         if args.cells:
             report["cells"] = cells
+        if args.compare:
+            report["compare"] = {"rev": args.compare, "identical": same, "lines": compared}
         print(json.dumps(report, indent=2, sort_keys=True, default=str))
     else:
         lines = auditor.render(keys)
         for key, table in cells.items():
             lines += ["", *render_cells(key, table)]
-        print("\n".join([*lines, "", auditor.summary_line()]))
+        if compared:
+            lines += ["", *compared]
+        print("\n".join([*lines, "", auditor.summary_line(keys)]))
     return 0 if ok else 1
 
 

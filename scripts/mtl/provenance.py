@@ -9,7 +9,9 @@ A record (sorted keys, paths relative to the working directory) holds: schema, p
 ("file"/"dir"), hash, manifest (folders: {relative path: hash}), inputs ({name: [{path, hash,
 sidecar}]}; sidecar is None for raw data), rule, wildcards, params, config (the slice at the
 step's dotted keys), seed, notes (step.note facts; `cells` and `derived` are read by the audit),
-code ({git_commit, git_dirty, files: {path: hash}}), packages, device, host, started, ended,
+code ({git_commit, git_dirty, files: {path: hash}}), packages, device, host, machine (what
+tells machines apart: CPU model and instruction sets, the kernel level and threads torch used,
+the numerics environment, GPUs with driver and CUDA; see `machine_facts`), started, ended,
 duration_s.
 
 Hashes are "sha256:<hex>". A folder's hash is the sha256 of its manifest written the way
@@ -40,6 +42,7 @@ from types import TracebackType
 from typing import Any, BinaryIO, Self
 
 from mtl.io import write_json
+from mtl.stepkit import NUMERICS_VARIABLES
 
 SCHEMA_VERSION = 1
 SIDECAR_SUFFIX = ".prov.json"
@@ -308,6 +311,96 @@ def _device() -> str:
     return "cpu"
 
 
+# CPU instruction-set levels, best first, with the /proc/cpuinfo flags each needs.
+ISA_LEVELS = (
+    ("avx512", {"avx512f", "avx512bw", "avx512dq", "avx512vl"}),
+    ("avx2", {"avx2", "fma"}),
+    ("avx", {"avx"}),
+    ("sse4_2", {"sse4_2"}),
+)
+
+
+def _cpu(cpuinfo: str) -> dict[str, Any]:
+    """CPU model and instruction-set level from /proc/cpuinfo text (the first processor)."""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            if fields:
+                break  # the end of the first processor's block
+            continue
+        fields.setdefault(key.strip(), value.strip())
+    flags = set(fields.get("flags", "").split())
+    isa = next((name for name, need in ISA_LEVELS if need <= flags), "baseline")
+    return {
+        "model": fields.get("model name"),
+        "isa": isa,
+        "amx": "amx_tile" in flags,
+    }
+
+
+def _gpus(torch: Any) -> dict[str, Any] | None:
+    if not torch.cuda.is_available():
+        return None
+    try:
+        driver = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.split("\n")[0].strip()
+    except (OSError, subprocess.SubprocessError):
+        driver = None
+    count = torch.cuda.device_count()
+    return {
+        "names": [torch.cuda.get_device_name(i) for i in range(count)],
+        "capability": ".".join(map(str, torch.cuda.get_device_capability())),
+        "driver": driver,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
+    }
+
+
+def machine_facts() -> dict[str, Any]:
+    """What tells two machines apart where numbers are concerned.
+
+    `class` names the hardware (architecture, CPU model and level, GPUs); `numerics` what the
+    job's kernels were pinned to (torch's dispatch level, threads, the numerics environment).
+    Torch facts are read only when the job imported torch: a job that did not computed no floats.
+    """
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        cpuinfo = ""
+    cpu = _cpu(cpuinfo)
+    cpu["arch"] = platform.machine()
+    cpu["cores"] = os.cpu_count()
+    cpu["usable_cores"] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    torch = sys.modules.get("torch")
+    numerics: dict[str, Any] = {
+        "environment": {name: os.environ.get(name) for name in NUMERICS_VARIABLES}
+    }
+    gpu = None
+    if torch is not None:
+        numerics.update(
+            kernels=torch.backends.cpu.get_cpu_capability(),
+            threads=torch.get_num_threads(),
+            interop_threads=torch.get_num_interop_threads(),
+            deterministic=torch.are_deterministic_algorithms_enabled(),
+        )
+        gpu = _gpus(torch)
+    gpus = ", ".join(gpu["names"]) if gpu else "no GPU"
+    return {
+        "class": f"{cpu['arch']} {cpu['isa']} ({cpu['model'] or 'unknown CPU'}), {gpus}",
+        "cpu": cpu,
+        "gpu": gpu,
+        "numerics": numerics,
+        "os": platform.platform(),
+        "libc": " ".join(platform.libc_ver()).strip() or None,
+    }
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -515,6 +608,7 @@ class Step:
             "packages": _package_versions(),
             "device": _device(),
             "host": socket.gethostname(),
+            "machine": machine_facts(),
             "ended": _now(),
             "duration_s": round(time.monotonic() - self._clock, 3),
         }
