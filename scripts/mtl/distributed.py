@@ -79,8 +79,13 @@ def launch(*, init: Path, tokenizer, examples: list[Example], cfg: TrainConfig,
                f"--nproc_per_node={parallel.processes}", "-m", "mtl.distributed",
                str(work / "job.json")]
     log.info("launching %d training processes: %s", parallel.processes, " ".join(command))
-    # Workers inherit stdout/stderr: their log lines land in the job's log through Snakemake.
-    done = subprocess.run(command, check=False)
+    # Workers import this same library (the step's checkout), and inherit stdout/stderr: their
+    # log lines land in the job's log through Snakemake.
+    library = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [library, *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+                    if p not in ("", library))])}
+    done = subprocess.run(command, check=False, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"distributed training failed (exit {done.returncode}); the workers' "
                            "errors are above, and the run resumes from its last checkpoint")

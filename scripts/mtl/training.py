@@ -188,13 +188,12 @@ def train(
     pad_id: int,
     resume_dir: Path,
     run_id: str,
-    autocast_dtype: torch.dtype | None = None,
 ) -> dict:
     """Train `model` in place; checkpoint to `resume_dir` and resume from it when it matches.
 
     In one process `model` is a plain module; under torch.distributed it is already sharded
-    (mtl.distributed) and every rank calls this with the same examples. `autocast_dtype` is
-    for an unsharded model on a GPU (sharded models carry their own mixed-precision policy).
+    (mtl.distributed), with its own mixed-precision policy, and every rank calls this with the
+    same examples.
     Returns a summary (steps, tokens, final loss, wall time) for the provenance record.
     """
     if not examples:
@@ -226,10 +225,8 @@ def train(
         mine = micro_batches(batch, micro, rank, world)
         for group in mine:
             inputs = _collate(group, pad_id, device)
-            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
-                                enabled=autocast_dtype is not None):
-                logits = model(input_ids=inputs["input_ids"],
-                               attention_mask=inputs["attention_mask"]).logits
+            logits = model(input_ids=inputs["input_ids"],
+                           attention_mask=inputs["attention_mask"]).logits
             # Sum over tokens, divided by the whole global batch's token count: micro-batches,
             # gradient accumulation and ranks together give the gradient of one big batch.
             loss = torch.nn.functional.cross_entropy(
