@@ -1,4 +1,16 @@
-"""Models: θ_pre (trained on the toy corpus, or fetched), θ_G, and one rule for every regime."""
+"""Models: θ_pre (trained on the toy corpus, fetched, or the stand-in's), θ_G, every regime."""
+
+
+def finetune_params():
+    """Paper scale: the chat format and one FSDP2 worker per GPU (or per CPU process)."""
+    if TOY:
+        return {}
+    gpus = res("finetune", "gpu")
+    parallel = dict(config["training"]["parallel"])
+    if gpus:
+        parallel["processes"] = gpus
+    return {"chat_template": config["model"]["chat_template"], "parallel": parallel}
+
 
 if TOY:
 
@@ -28,7 +40,7 @@ if TOY:
         script:
             "../scripts/train.py"
 
-else:
+elif not STANDIN:
 
     rule fetch_base:
         """θ_pre: a hub snapshot at a pinned revision (Llama-2-7B at paper scale)."""
@@ -72,6 +84,7 @@ rule train_general:
         runtime=scaled("finetune", "runtime"),
     params:
         **train_params("finetune"),
+        **finetune_params(),
         regime="general",
         resume_dir="results/.resume/general",
     script:
@@ -97,6 +110,7 @@ rule train_regime:
         runtime=scaled("finetune", "runtime"),
     params:
         **train_params("finetune"),
+        **finetune_params(),
         regime="{regime}",
         resume_dir="results/.resume/{regime}-{skill}-{size}",
     script:

@@ -17,6 +17,8 @@ PAD_TOKEN = "<pad>"
 # "<|user|>\n{content}\n<|assistant|>\n{content}</s>\n" per turn, the whole string stripped (no
 # newline after the last </s>), BOS first; the generation prompt ends "<|assistant|>\n".
 # Contents are stripped as open-instruct does. Unknown roles are errors, not silently dropped.
+# A newline right after a block tag is removed by HF's Jinja settings (trim_blocks), hence the
+# {{ '\n' }} expressions there.
 TULU_TEMPLATE = (
     "{{ bos_token }}"
     "{% for message in messages %}"
@@ -24,11 +26,12 @@ TULU_TEMPLATE = (
     "{% elif message['role'] == 'user' %}<|user|>\n{{ message['content'] | trim }}\n"
     "{% elif message['role'] == 'assistant' %}"
     "<|assistant|>\n{{ message['content'] | trim }}{{ eos_token }}"
-    "{% if not loop.last %}\n{% endif %}"
+    "{% if not loop.last %}{{ '\\n' }}{% endif %}"
     "{% else %}{{ raise_exception('unknown chat role: ' + message['role']) }}"
     "{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}"
-    "{% if messages and messages[-1]['role'] == 'assistant' %}\n{% endif %}<|assistant|>\n"
+    "{% if messages and messages[-1]['role'] == 'assistant' %}{{ '\\n' }}{% endif %}"
+    "<|assistant|>\n"
     "{% endif %}"
 )
 

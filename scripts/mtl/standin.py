@@ -34,35 +34,47 @@ _WORDS = [
 ]
 
 
-def _text(rng: random.Random, low: int, high: int) -> str:
-    return " ".join(rng.choice(_WORDS) for _ in range(rng.randint(low, high)))
+_SYLLABLES = ["ka", "lo", "mi", "ne", "ro", "su", "ta", "vi", "zo", "pe", "qu", "ash", "en", "or"]
 
 
-def _chat(rng: random.Random, source: str) -> list[dict]:
+def _vocabulary(seed: int) -> list[str]:
+    """Common words plus invented ones, so the BPE has enough to merge (a richer vocabulary)."""
+    rng = random.Random(seed)
+    invented = {"".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 4)))
+                for _ in range(600)}
+    return _WORDS + sorted(invented)
+
+
+def _text(rng: random.Random, words: list[str], low: int, high: int) -> str:
+    return " ".join(rng.choice(words) for _ in range(rng.randint(low, high)))
+
+
+def _chat(rng: random.Random, words: list[str], source: str) -> list[dict]:
     """One to three turns; open_orca rows start with a system turn, as in Tülu v2."""
     messages = []
     if source == "open_orca":
-        messages.append({"role": "system", "content": _text(rng, 3, 8)})
+        messages.append({"role": "system", "content": _text(rng, words, 3, 8)})
     for _ in range(rng.choice([1, 1, 2, 3])):
-        messages.append({"role": "user", "content": _text(rng, 4, 40)})
-        messages.append({"role": "assistant", "content": _text(rng, 2, 60)})
+        messages.append({"role": "user", "content": _text(rng, words, 4, 40)})
+        messages.append({"role": "assistant", "content": _text(rng, words, 2, 60)})
     return messages
 
 
 def datasets(rows: int, seed: int) -> dict[str, list[dict]]:
     """Stand-in rows in the real schemas of the paper's four training sets."""
     rng = random.Random(seed)
+    words = _vocabulary(seed)
     tulu = [{"dataset": (s := TULU_SOURCES[i % len(TULU_SOURCES)]), "id": f"{s}_{i}",
-             "messages": _chat(rng, s)} for i in range(rows)]
+             "messages": _chat(rng, words, s)} for i in range(rows)]
     sciriff = [{"dataset": (s := f"science.{SCIRIFF_TASKS[i % len(SCIRIFF_TASKS)]}"
                             if i % 2 == 0 else TULU_SOURCES[i % 8]),
-                "id": f"{s}_{i}", "messages": _chat(rng, s)} for i in range(rows)]
-    code = [{"query": _text(rng, 6, 40), "answer": _text(rng, 10, 80),
+                "id": f"{s}_{i}", "messages": _chat(rng, words, s)} for i in range(rows)]
+    code = [{"query": _text(rng, words, 6, 40), "answer": _text(rng, words, 10, 80),
              "lang": LANGS[i % len(LANGS)]} for i in range(rows)]
     # Half the CoCoNot stand-in rows are the safety category the config keeps.
     categories = [COCONOT_CATEGORIES[0 if i % 2 == 0 else 1 + i % 4] for i in range(rows)]
     coconot = [{"id": f"coconot_{i}", "category": c, "subcategory": c.split()[0].lower(),
-                "prompt": _text(rng, 4, 30), "response": _text(rng, 4, 40)}
+                "prompt": _text(rng, words, 4, 30), "response": _text(rng, words, 4, 40)}
                for i, c in enumerate(categories)]
     return {"tulu-v2-sft-mixture": tulu, "SciRIFF-train-mix": sciriff,
             "CodeFeedback-Filtered-Instruction": code, "coconot": coconot}

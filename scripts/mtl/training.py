@@ -17,6 +17,7 @@ import logging
 import math
 import shutil
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -113,7 +114,7 @@ def _batch_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:
     return order[position * batch_size : (position + 1) * batch_size]
 
 
-def _collate(examples: list[Example], pad_id: int, device) -> dict[str, torch.Tensor]:
+def collate(examples: list[Example], pad_id: int, device) -> dict[str, torch.Tensor]:
     width = max(len(e.input_ids) for e in examples)
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
@@ -224,7 +225,7 @@ def train(
         step_loss = torch.zeros((), dtype=torch.float64)
         mine = micro_batches(batch, micro, rank, world)
         for group in mine:
-            inputs = _collate(group, pad_id, device)
+            inputs = collate(group, pad_id, device)
             logits = model(input_ids=inputs["input_ids"],
                            attention_mask=inputs["attention_mask"]).logits
             # Sum over tokens, divided by the whole global batch's token count: micro-batches,
@@ -293,7 +294,10 @@ def _save_checkpoint(resume_dir: Path, run_id: str, step: int, model, optimizer,
         tmp.mkdir(parents=True)
     _barrier()
     model_state, optim_state = get_state_dict(model, optimizer)
-    dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp))
+    with warnings.catch_warnings():
+        # One process without a process group is this loop's normal case, not an accident.
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp))
     _barrier()
     if rank == 0:
         write_json(tmp / "meta.json", {"run_id": run_id, "step": step,
@@ -325,7 +329,9 @@ def _maybe_resume(resume_dir: Path, run_id: str, model, optimizer, scheduler) ->
     meta = json.loads((folder / "meta.json").read_text())
     model_state, optim_state = get_state_dict(model, optimizer)
     state = {"model": model_state, "optim": optim_state}
-    dcp.load(state, checkpoint_id=str(folder))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load(state, checkpoint_id=str(folder))
     set_state_dict(model, optimizer, model_state_dict=state["model"],
                    optim_state_dict=state["optim"])
     scheduler.load_state_dict(meta["scheduler"])
