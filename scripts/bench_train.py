@@ -190,7 +190,7 @@ def main() -> None:
     print(f"device {device}" + (f" ({torch.cuda.get_device_name(device)})"
                                 if device.type == "cuda" else "")
           + f"; Llama {shape['hidden_size']}/{shape['intermediate_size']} x {args.layers} "
-          f"layers, {params / 1e9:.3f}B parameters; global batch {args.batch}, micro-batch "
+          f"layers, {params / 1e6:.1f}M parameters; global batch {args.batch}, micro-batch "
           f"{args.micro}, max_len {args.max_len}, median length {args.median_len:.0f}; "
           f"{args.steps} timed steps after {args.warmup}", flush=True)
     tokens = sum(len(e.input_ids) for e in timed)
