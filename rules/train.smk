@@ -1,17 +1,5 @@
 """Models: θ_pre (trained on the toy corpus, fetched, or the stand-in's), θ_G, every regime."""
 
-
-def finetune_params():
-    """Paper scale: the chat format and one FSDP2 worker per GPU (or per CPU process)."""
-    if TOY:
-        return {}
-    gpus = res("finetune", "gpu")
-    parallel = dict(config["training"]["parallel"])
-    if gpus:
-        parallel["processes"] = gpus
-    return {"chat_template": config["model"]["chat_template"], "parallel": parallel}
-
-
 if TOY:
 
     rule pretrain:
