@@ -182,11 +182,11 @@ DRIVER = textwrap.dedent("""
     base, work = Path(sys.argv[1]), Path(sys.argv[2])
     tok = AutoTokenizer.from_pretrained(base)
     prepare(tok, AutoModelForCausalLM.from_pretrained(base), "tulu")
-    rows = json.loads((base / "rows.json").read_text()) * 3
-    cfg = TrainConfig(lr=2e-3, batch_size=8, epochs=2, micro_batch=2, checkpoint_every=5,
+    rows = json.loads((base / "rows.json").read_text())
+    cfg = TrainConfig(lr=2e-3, batch_size=8, epochs=4, micro_batch=2, checkpoint_every=5,
                       seed=3, max_len=96)
     out = launch(init=base, tokenizer=tok, examples=encode_chat(rows, tok, 96, "rows"), cfg=cfg,
-                 parallel=Parallel(processes=2, activation_checkpointing=True),
+                 parallel=Parallel(processes=2),
                  resume_dir=work / "resume", run_id="run", out=work / "model",
                  dtype="float32", threads=2, seed=3)
     print("resumed_from", out["resumed_from_step"], "steps", out["steps"])
