@@ -10,7 +10,8 @@ bf16 compute over fp32 master weights and activation checkpointing, runs the sam
 rank 0, which saves them in the configured dtype as Hugging Face safetensors.
 
 On GPUs the process group is NCCL; on a CPU it is gloo, so the same sharded code path runs in CI
-with two processes (accelerate would hand back DDP there: ../shared/notes/gpu.md).
+with two processes (accelerate hands back DDP on a CPU, not FSDP; hence torch.distributed and
+FSDP2 directly, no accelerate).
 """
 
 from __future__ import annotations
