@@ -70,7 +70,8 @@ def encode_chat(rows: Sequence[dict], tokenizer, max_len: int, source: str) -> l
                 continue
             prompt = _template_ids(tokenizer, messages[:turn], generation_prompt=True)
             full = _template_ids(tokenizer, messages[: turn + 1], generation_prompt=False)
-            if full[: len(prompt)] != prompt:
+            # Each prompt must extend the tokens so far, or labels would shift against inputs.
+            if full[: len(prompt)] != prompt or prompt[: len(ids)] != ids:
                 raise ValueError(f"{source}: row {index + 1}: chat template is not prefix-stable")
             new_prompt = prompt[len(ids):]
             ids = full
