@@ -1,7 +1,8 @@
 """merge-to-learn: parallel-train-then-merge (Morrison et al. 2024) and DARE, data to tables.
 
-snakemake --cores 2 results/table5.csv                       # embedded default (toy world)
-snakemake --profile slurm --configfile config/paper.yaml results/table5.csv
+snakemake --cores 2 results/table5.csv                 # embedded default (toy world, CPU)
+snakemake --profile slurm results/table5.csv           # the paper (the profile names paper.yaml)
+snakemake --cores 2 --configfile config/standin.yaml -- results/merged/merge-ta-heuristic-science-pertask20+safety-all+coding-all
 """
 
 from snakemake.utils import min_version, validate
@@ -16,6 +17,7 @@ validate(config, "config/schema.yaml")
 
 
 include: "rules/common.smk"
+include: "rules/standin.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/merge.smk"

@@ -279,6 +279,17 @@ def train_params(kind):
     }
 
 
+def finetune_params():
+    """Paper scale: the chat format and one FSDP2 worker per GPU (or per CPU process)."""
+    if TOY:
+        return {}
+    gpus = res("finetune", "gpu")
+    parallel = dict(config["training"]["parallel"])
+    if gpus:
+        parallel["processes"] = gpus
+    return {"chat_template": config["model"]["chat_template"], "parallel": parallel}
+
+
 def table3_inputs(wildcards):
     """Per skill (first size): CFT and RT models and evals, and PTM at heuristic and grid ω."""
     pairs = [(skill, first_size(skill)) for skill in SKILLS]

@@ -89,6 +89,8 @@ else:
 
     rule fetch_dataset:
         """Download one hub dataset at a pinned revision into chat-format JSONL."""
+        input:
+            lambda wc: dataset_config(wc.dataset)["data_files"] or [],
         output:
             **artifact("results/sources/{dataset}.jsonl"),
         log:

@@ -1,4 +1,4 @@
-"""Models: θ_pre (trained on the toy corpus, or fetched), θ_G, and one rule for every regime."""
+"""Models: θ_pre (trained on the toy corpus, fetched, or the stand-in's), θ_G, every regime."""
 
 if TOY:
 
@@ -28,7 +28,7 @@ if TOY:
         script:
             "../scripts/train.py"
 
-else:
+elif not STANDIN:
 
     rule fetch_base:
         """θ_pre: a hub snapshot at a pinned revision (Llama-2-7B at paper scale)."""
@@ -72,6 +72,7 @@ rule train_general:
         runtime=scaled("finetune", "runtime"),
     params:
         **train_params("finetune"),
+        **finetune_params(),
         regime="general",
         resume_dir="results/.resume/general",
     script:
@@ -97,6 +98,7 @@ rule train_regime:
         runtime=scaled("finetune", "runtime"),
     params:
         **train_params("finetune"),
+        **finetune_params(),
         regime="{regime}",
         resume_dir="results/.resume/{regime}-{skill}-{size}",
     script:

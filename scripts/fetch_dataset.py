@@ -1,7 +1,10 @@
-"""Paper scale: download one hub dataset at a pinned revision and write it as chat JSONL."""
+"""Paper scale: load one dataset through `datasets` and write it as the toy world's chat JSONL.
+
+From the hub at a pinned revision, or (the stand-in, or a site's own copy in the hub's schema)
+from local files with `data_files` and a builder name as `path` (json, csv, parquet).
+"""
 
 from datasets import load_dataset
-from huggingface_hub import HfApi
 
 from mtl.io import write_jsonl
 from mtl.provenance import Step
@@ -15,12 +18,22 @@ seed = spec.get("seed")
 log = setup(smk, seed=seed)
 
 with Step.from_snakemake(smk, seed=seed) as step:
-    revision = HfApi().dataset_info(spec["path"], revision=spec["revision"]).sha
-    log.info("%s at revision %s", spec["path"], revision)
-    rows = load_dataset(spec["path"], spec["name"], split=spec["split"], revision=revision)
-    chats = normalize(rows, spec, origin=f"{spec['path']}@{revision}")
+    if spec.get("data_files"):
+        files = list(smk.input)
+        rows = load_dataset(spec["path"], spec["name"], data_files=files, split=spec["split"])
+        origin = ", ".join(files)
+        step.note(local={"builder": spec["path"], "files": files})
+    else:
+        from huggingface_hub import HfApi
+
+        revision = HfApi().dataset_info(spec["path"], revision=spec["revision"]).sha
+        log.info("%s at revision %s", spec["path"], revision)
+        rows = load_dataset(spec["path"], spec["name"], split=spec["split"], revision=revision)
+        origin = f"{spec['path']}@{revision}"
+        step.note(hub={"dataset": spec["path"], "revision": revision})
+    chats = normalize(rows, spec, origin=origin)
     if not chats:
-        raise ValueError(f"{spec['path']}: no rows left after the source filters")
+        raise ValueError(f"{origin}: no rows left after the source filters")
     write_jsonl(smk.output.artifact, chats)
-    log.info("%d rows -> %s", len(chats), smk.output.artifact)
-    step.note(hub={"dataset": spec["path"], "revision": revision}, n_examples=len(chats))
+    log.info("%d of %d rows -> %s", len(chats), len(rows), smk.output.artifact)
+    step.note(n_examples=len(chats))

@@ -1,16 +1,22 @@
 """Train one model: θ_pre (toy pretraining), θ_G, or a regime (ptm, cft, rt, cft-match).
 
-Reads the init model (or builds the toy architecture), tokenizes its data, trains with
-checkpoints in params.resume_dir (resumed when a run is restarted), and writes the model
-folder atomically in Hugging Face format.
+Reads the init model (or builds the toy architecture), gives a base model's tokenizer the
+configured chat format and a pad token (mtl.chat), tokenizes its data, trains with checkpoints in
+params.resume_dir (resumed when a run is restarted), and writes the model folder atomically in
+Hugging Face format. One process trains in this one (the toy world on a CPU); with GPUs, or with
+several CPU processes (the stand-in), torchrun starts one sharded worker per process
+(mtl.distributed) and rank 0 writes the consolidated model.
 """
 
 import random
+import shutil
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from mtl.chat import prepare
+from mtl.distributed import Parallel, launch
 from mtl.io import atomic_dir, read_jsonl, write_json
 from mtl.provenance import Step, hash_file, load_record
 from mtl.stepkit import setup
@@ -41,6 +47,10 @@ cfg = TrainConfig(
     seed=params.seed,
 )
 dtype = getattr(torch, params.dtype)
+# Paper-scale finetuning: chat template for a base model without one, and how many processes.
+paper = params.get("parallel") is not None
+parallel = Parallel(**params.parallel) if paper else Parallel()
+distributed = paper and (parallel.processes > 1 or torch.cuda.is_available())
 
 with Step.from_snakemake(smk, seed=params.seed) as step:
     # ---- model and tokenizer
@@ -56,6 +66,7 @@ with Step.from_snakemake(smk, seed=params.seed) as step:
         tokenizer = AutoTokenizer.from_pretrained(smk.input.init)
         model = AutoModelForCausalLM.from_pretrained(smk.input.init, dtype=torch.float32)
         init_id = load_record(smk.input.init)["hash"]
+        prepare(tokenizer, model, params.chat_template if paper else None)
     log.info("%s: %.2fM parameters", regime, sum(p.numel() for p in model.parameters()) / 1e6)
 
     # ---- data
@@ -77,12 +88,27 @@ with Step.from_snakemake(smk, seed=params.seed) as step:
     log.info("%d training sequences from %s", len(examples), ", ".join(map(str, data_files)))
 
     # ---- train (resumable) and save
-    run_id = fingerprint(regime, init_id, [hash_file(f) for f in data_files], cfg.__dict__)
-    summary = train(model, examples, cfg, tokenizer.pad_token_id, Path(params.resume_dir),
-                    run_id)
-    model.to(dtype)
+    run_id = fingerprint(regime, init_id, [hash_file(f) for f in data_files], cfg.__dict__,
+                         *([parallel.__dict__, tokenizer.chat_template] if paper else []))
+    resume_dir = Path(params.resume_dir)
+    if distributed:
+        del model  # each worker loads its own copy and keeps only its shard
+        # Rank 0 writes the consolidated model into the run's work folder, not the output:
+        # a job killed mid-run must leave nothing beside the results.
+        consolidated = resume_dir / "consolidated"
+        summary = launch(init=Path(smk.input.init), tokenizer=tokenizer, examples=examples,
+                         cfg=cfg, parallel=parallel, resume_dir=resume_dir, run_id=run_id,
+                         out=consolidated, dtype=params.dtype, threads=smk.threads,
+                         seed=params.seed)
+    else:
+        summary = train(model, examples, cfg, tokenizer.pad_token_id, resume_dir, run_id)
+        model.to(dtype)
     with atomic_dir(smk.output.artifact) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        if distributed:
+            for file in sorted(consolidated.iterdir()):
+                shutil.move(file, tmp / file.name)
+        else:
+            model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         # Only facts that are the same on every rerun go inside the artifact (wall time, resume
         # points and how often they were taken live in the provenance record), so reruns are
@@ -92,8 +118,7 @@ with Step.from_snakemake(smk, seed=params.seed) as step:
                     "examples": summary["examples"], "final_loss": summary["final_loss"],
                     "config": {k: v for k, v in summary["config"].items()
                                if k != "checkpoint_every"}})
-    clear_checkpoint(Path(params.resume_dir))
-    step.note(regime=regime, run_id=run_id, **{k: summary[k] for k in
-                                               ("steps", "examples", "final_loss",
-                                                "resumed_from_step", "mixed_precision",
-                                                "seconds")})
+    clear_checkpoint(resume_dir)
+    step.note(regime=regime, run_id=run_id, parallel=parallel.__dict__,
+              **{k: summary[k] for k in ("steps", "examples", "final_loss", "resumed_from_step",
+                                         "padding_share", "processes", "seconds")})

@@ -95,7 +95,7 @@ def run_driver(tmp_path, resume_dir, out, kill_after_checkpoint=False):
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env=env)
     if kill_after_checkpoint:
-        checkpoint = resume_dir / "checkpoint.pt"
+        checkpoint = resume_dir / "latest.json"
         deadline = time.time() + 120
         while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
             time.sleep(0.01)

@@ -5,23 +5,45 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Mapping
 
+ROLES = ("system", "user", "assistant")
+
 
 def to_chat(row: Mapping, index: int, spec: Mapping, origin: str) -> dict:
-    """One chat row from a hub row: its own `messages`, or prompt/response columns."""
+    """One chat row from a hub row: its own `messages`, or prompt/response columns.
+
+    A row without the fields the config says it has is an error naming the dataset, the row
+    (1-based, in the file's order) and the field; so is a message without role or content.
+    """
+    where = f"{origin}: row {index + 1}"
     if spec.get("prompt_field"):
-        missing = [f for f in (spec["prompt_field"], spec["response_field"]) if f not in row]
+        missing = [f for f in (spec["prompt_field"], spec["response_field"])
+                   if row.get(f) in (None, "")]
         if missing:
-            raise ValueError(f"{origin}: row {index + 1} is missing field(s) {missing}")
+            raise ValueError(f"{where} is missing field(s) {missing}")
         messages = [
             {"role": "user", "content": row[spec["prompt_field"]]},
             {"role": "assistant", "content": row[spec["response_field"]]},
         ]
-    elif "messages" in row:
-        messages = [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
+    elif row.get("messages"):
+        messages = []
+        for turn, message in enumerate(row["messages"]):
+            if not isinstance(message, Mapping) or "role" not in message \
+                    or "content" not in message:
+                raise ValueError(f"{where}: message {turn + 1} needs 'role' and 'content'")
+            if message["role"] not in ROLES:
+                raise ValueError(f"{where}: message {turn + 1} has role {message['role']!r}, "
+                                 f"expected one of {list(ROLES)}")
+            messages.append({"role": message["role"], "content": message["content"]})
+        if not any(m["role"] == "assistant" for m in messages):
+            raise ValueError(f"{where} has no assistant message")
     else:
-        raise ValueError(f"{origin}: row {index + 1} has no 'messages' and the config names no "
+        raise ValueError(f"{where} has no 'messages' and the config names no "
                          "prompt_field/response_field")
-    source = str(row.get("dataset") or row.get("source") or row.get("_task") or "")
+    field = spec.get("source_field")
+    if field and field not in row:
+        raise ValueError(f"{where} is missing field {field!r} (data source_field)")
+    source = str(row[field] if field else
+                 row.get("dataset") or row.get("source") or row.get("_task") or "")
     return {"id": str(row.get("id", index)), "source": source, "family": source,
             "messages": messages}
 

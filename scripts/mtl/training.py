@@ -1,9 +1,12 @@
 """One training loop for every regime: pretraining (toy), general SFT, PTM, CFT, RT.
 
-Deterministic on the CPU: the batch at step s is a pure function of (seed, s), so a run resumed
-from a checkpoint at step k replays exactly the batches an uninterrupted run would have seen and
-ends in the same bytes. Loss is computed on assistant turns only for chat data. On a GPU the same
-code runs in bf16 through accelerate.
+Deterministic: the global batch at step s is a pure function of (seed, s), so a run resumed from
+a checkpoint at step k replays exactly the batches an uninterrupted run would have seen. The same
+loop runs in one process (the toy world on a CPU) or in one process per GPU under
+torch.distributed (mtl.distributed shards the model with FSDP2 first): every rank builds the
+same global batch, sorts it by length, cuts it into micro-batches and trains on its own share,
+and the loss is normalised over the whole global batch's target tokens, so the update does not
+depend on the number of processes beyond float rounding. Loss is on assistant turns only.
 """
 
 from __future__ import annotations
@@ -12,14 +15,18 @@ import hashlib
 import json
 import logging
 import math
-import os
+import shutil
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from tqdm.auto import tqdm
+
+from mtl.io import write_json
 
 log = logging.getLogger(__name__)
 IGNORE = -100
@@ -63,7 +70,8 @@ def encode_chat(rows: Sequence[dict], tokenizer, max_len: int, source: str) -> l
                 continue
             prompt = _template_ids(tokenizer, messages[:turn], generation_prompt=True)
             full = _template_ids(tokenizer, messages[: turn + 1], generation_prompt=False)
-            if full[: len(prompt)] != prompt:
+            # Each prompt must extend the tokens so far, or labels would shift against inputs.
+            if full[: len(prompt)] != prompt or prompt[: len(ids)] != ids:
                 raise ValueError(f"{source}: row {index + 1}: chat template is not prefix-stable")
             new_prompt = prompt[len(ids):]
             ids = full
@@ -107,7 +115,7 @@ def _batch_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:
     return order[position * batch_size : (position + 1) * batch_size]
 
 
-def _collate(examples: list[Example], pad_id: int, device) -> dict[str, torch.Tensor]:
+def collate(examples: list[Example], pad_id: int, device) -> dict[str, torch.Tensor]:
     width = max(len(e.input_ids) for e in examples)
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
@@ -118,6 +126,39 @@ def _collate(examples: list[Example], pad_id: int, device) -> dict[str, torch.Te
         mask[row, : len(example.input_ids)] = 1
     return {"input_ids": ids.to(device), "labels": labels.to(device),
             "attention_mask": mask.to(device)}
+
+
+def micro_batches(batch: list[Example], micro: int, rank: int = 0,
+                  world: int = 1) -> list[list[Example]]:
+    """This rank's micro-batches of one global batch: length-grouped, the same count per rank.
+
+    The global batch is sorted by length and cut into world·k contiguous groups of near-equal
+    size (k = micro-batches per rank), so each micro-batch holds sequences of similar length and
+    pads little; group j goes to rank j mod world. Every rank runs the same number of forward and
+    backward passes, as FSDP's collectives require. A batch that fits one micro-batch in one
+    process keeps its order (the toy default's numbers do not move).
+    """
+    if len(batch) % world:
+        raise ValueError(f"training batch_size {len(batch)} is not a multiple of the "
+                         f"{world} training processes")
+    per_rank = len(batch) // world
+    k = math.ceil(per_rank / micro)
+    if world == 1 and k == 1:
+        return [batch]
+    ordered = sorted(batch, key=lambda e: len(e.input_ids))
+    base, extra = divmod(len(ordered), world * k)
+    groups, start = [], 0
+    for j in range(world * k):
+        size = base + (1 if j < extra else 0)
+        groups.append(ordered[start : start + size])
+        start += size
+    return groups[rank::world]
+
+
+def token_slots(groups: Sequence[Sequence[Example]]) -> tuple[int, int]:
+    """(token slots the padded micro-batches take, real tokens among them)."""
+    slots = sum(len(g) * max(len(e.input_ids) for e in g) for g in groups)
+    return slots, sum(len(e.input_ids) for g in groups for e in g)
 
 
 def total_steps(n_examples: int, cfg: TrainConfig) -> int:
@@ -131,6 +172,17 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
     return max(0.0, (total - step) / max(1, total - warmup))
 
 
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _barrier() -> None:
+    if _world()[1] > 1:
+        dist.barrier()
+
+
 def train(
     model: torch.nn.Module,
     examples: list[Example],
@@ -141,60 +193,70 @@ def train(
 ) -> dict:
     """Train `model` in place; checkpoint to `resume_dir` and resume from it when it matches.
 
+    In one process `model` is a plain module; under torch.distributed it is already sharded
+    (mtl.distributed), with its own mixed-precision policy, and every rank calls this with the
+    same examples.
     Returns a summary (steps, tokens, final loss, wall time) for the provenance record.
     """
-    from accelerate import Accelerator
-
     if not examples:
         raise ValueError("no training examples")
-    use_gpu = torch.cuda.is_available()
-    accelerator = Accelerator(mixed_precision="bf16" if use_gpu else "no", cpu=not use_gpu)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rank, world = _world()
+    device = next(model.parameters()).device
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                  foreach=True)
     total = total_steps(len(examples), cfg)
     warmup = max(1, round(cfg.warmup_ratio * total))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: _lr_factor(step, total, warmup)
     )
-    model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
 
     start_step = _maybe_resume(resume_dir, run_id, model, optimizer, scheduler)
     micro = cfg.micro_batch or cfg.batch_size
     losses: list[float] = []
+    all_slots = real_tokens = 0
     started = time.time()
     bar = tqdm(total=total, initial=start_step, desc=f"train {run_id[:8]}", unit="step",
-               mininterval=2.0, disable=None)
+               mininterval=2.0, disable=None if rank == 0 else True)
     for step in range(start_step, total):
         batch = [examples[i] for i in _batch_indices(len(examples), cfg.batch_size, step,
                                                       cfg.seed)]
         n_tokens = sum(sum(1 for t in e.labels[1:] if t != IGNORE) for e in batch)
         optimizer.zero_grad(set_to_none=True)
-        step_loss = 0.0
-        for start in range(0, len(batch), micro):
-            inputs = _collate(batch[start : start + micro], pad_id, accelerator.device)
+        step_loss = torch.zeros((), dtype=torch.float64)
+        mine = micro_batches(batch, micro, rank, world)
+        for group in mine:
+            inputs = collate(group, pad_id, device)
             logits = model(input_ids=inputs["input_ids"],
                            attention_mask=inputs["attention_mask"]).logits
-            # Sum over tokens, divided by the whole batch's token count: micro-batching and
-            # gradient accumulation give the same gradient as one big batch.
+            # Sum over tokens, divided by the whole global batch's token count: micro-batches,
+            # gradient accumulation and ranks together give the gradient of one big batch.
             loss = torch.nn.functional.cross_entropy(
                 logits[:, :-1].float().reshape(-1, logits.size(-1)),
                 inputs["labels"][:, 1:].reshape(-1),
                 ignore_index=IGNORE,
                 reduction="sum",
             ) / max(1, n_tokens)
-            accelerator.backward(loss)
-            step_loss += loss.item()
+            # Gradient reductions average over ranks; the sum over ranks is wanted.
+            (loss * world if world > 1 else loss).backward()
+            step_loss += loss.detach().double().cpu()
+        if world > 1:
+            dist.all_reduce(step_loss)
+        slots, real = token_slots(mine)
+        all_slots += slots
+        real_tokens += real
         if cfg.max_grad_norm:
-            accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         optimizer.step()
         scheduler.step()
-        losses.append(step_loss)
+        losses.append(step_loss.item())
         bar.update(1)
         if (step + 1) % max(1, total // 20) == 0 or step + 1 == total:
             recent = sum(losses[-20:]) / len(losses[-20:])
             bar.set_postfix(loss=f"{recent:.4f}")
-            log.info("step %d/%d loss %.4f lr %.2e", step + 1, total, recent,
-                     scheduler.get_last_lr()[0])
+            if rank == 0:
+                log.info("step %d/%d loss %.4f lr %.2e", step + 1, total, recent,
+                         scheduler.get_last_lr()[0])
         if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < total:
             _save_checkpoint(resume_dir, run_id, step + 1, model, optimizer, scheduler)
     bar.close()
@@ -205,49 +267,79 @@ def train(
         "examples": len(examples),
         "final_loss": sum(losses[-20:]) / len(losses[-20:]) if losses else None,
         "seconds": round(time.time() - started, 2),
-        "mixed_precision": "bf16" if use_gpu else "no",
+        "padding_share": round(1 - real_tokens / max(1, all_slots), 4),
+        "processes": world,
         "config": asdict(cfg),
     }
 
 
-def _checkpoint_path(resume_dir: Path) -> Path:
-    return resume_dir / "checkpoint.pt"
+# ---- resume checkpoints: torch.distributed.checkpoint, one shard file per rank -------------
+# resume_dir/step-<k>/ is written as step-<k>.tmp/ and renamed only once every rank's shard and
+# the metadata are on disk; latest.json (replaced atomically) names the newest whole one, so a
+# job killed while saving resumes from the previous checkpoint.
+
+
+def _latest_path(resume_dir: Path) -> Path:
+    return resume_dir / "latest.json"
 
 
 def _save_checkpoint(resume_dir: Path, run_id: str, step: int, model, optimizer, scheduler):
-    resume_dir.mkdir(parents=True, exist_ok=True)
-    path = _checkpoint_path(resume_dir)
-    tmp = path.with_suffix(".tmp")
-    state = {
-        "run_id": run_id,
-        "step": step,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-    }
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    log.info("checkpoint at step %d -> %s", step, path)
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    rank, _ = _world()
+    name = f"step-{step:08d}"
+    tmp = resume_dir / f"{name}.tmp"
+    if rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    _barrier()
+    model_state, optim_state = get_state_dict(model, optimizer)
+    with warnings.catch_warnings():
+        # One process without a process group is this loop's normal case, not an accident.
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp))
+    _barrier()
+    if rank == 0:
+        write_json(tmp / "meta.json", {"run_id": run_id, "step": step,
+                                       "scheduler": scheduler.state_dict()})
+        (resume_dir / name).exists() and shutil.rmtree(resume_dir / name)
+        tmp.rename(resume_dir / name)
+        write_json(_latest_path(resume_dir), {"run_id": run_id, "step": step, "dir": name})
+        for old in resume_dir.glob("step-*"):
+            if old.name != name:
+                shutil.rmtree(old, ignore_errors=True)
+        log.info("checkpoint at step %d -> %s", step, resume_dir / name)
+    _barrier()
 
 
 def _maybe_resume(resume_dir: Path, run_id: str, model, optimizer, scheduler) -> int:
-    path = _checkpoint_path(resume_dir)
-    if not path.exists():
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    latest = _latest_path(resume_dir)
+    if not latest.exists():
         return 0
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("run_id") != run_id:
+    pointer = json.loads(latest.read_text())
+    if pointer.get("run_id") != run_id:
         # A checkpoint of another configuration (data or hyper-parameters changed) is useless.
-        log.warning("ignoring checkpoint %s of a different run (%s)", path, state.get("run_id"))
+        log.warning("ignoring checkpoint in %s of a different run (%s)", resume_dir,
+                    pointer.get("run_id"))
         return 0
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    log.info("resumed from %s at step %d", path, state["step"])
-    return int(state["step"])
+    folder = resume_dir / pointer["dir"]
+    meta = json.loads((folder / "meta.json").read_text())
+    model_state, optim_state = get_state_dict(model, optimizer)
+    state = {"model": model_state, "optim": optim_state}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load(state, checkpoint_id=str(folder))
+    set_state_dict(model, optimizer, model_state_dict=state["model"],
+                   optim_state_dict=state["optim"])
+    scheduler.load_state_dict(meta["scheduler"])
+    log.info("resumed from %s at step %d", folder, meta["step"])
+    return int(meta["step"])
 
 
 def clear_checkpoint(resume_dir: Path) -> None:
     """A finished run's resume state is garbage: drop it once the model is safely written."""
-    _checkpoint_path(resume_dir).unlink(missing_ok=True)
-    if resume_dir.exists() and not any(resume_dir.iterdir()):
-        resume_dir.rmdir()
+    shutil.rmtree(resume_dir, ignore_errors=True)

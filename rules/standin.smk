@@ -1,0 +1,43 @@
+"""The stand-in (config/standin.yaml): θ_pre and the four training sets made here, not fetched."""
+
+STANDIN = config["model"]["base"] == "standin"
+STANDIN_SETS = [
+    "tulu-v2-sft-mixture",
+    "SciRIFF-train-mix",
+    "CodeFeedback-Filtered-Instruction",
+    "coconot",
+]
+
+
+if STANDIN:
+
+    rule standin:
+        """A tiny random Llama-2-shaped θ_pre (BPE, no chat template, no pad) and rows in the
+        hub datasets' schemas, which fetch_dataset then loads through `datasets`."""
+        output:
+            **artifact(THETA_PRE, folder=True),
+            **{
+                name.replace("-", "_"): f"results/standin/{name}.jsonl"
+                for name in STANDIN_SETS
+            },
+            **{
+                f"{name.replace('-', '_')}_prov": prov(f"results/standin/{name}.jsonl")
+                for name in STANDIN_SETS
+            },
+        log:
+            log_path("standin"),
+        benchmark:
+            bench_path("standin")
+        conda:
+            "../envs/train.yaml"
+        threads: 1
+        resources:
+            mem_mb=scaled("default", "mem_mb"),
+            runtime=scaled("default", "runtime"),
+        params:
+            standin=config["model"]["standin"],
+            sets=STANDIN_SETS,
+            seed=config["seed"],
+            dtype=config["model"]["dtype"],
+        script:
+            "../scripts/make_standin.py"
