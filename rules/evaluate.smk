@@ -4,6 +4,7 @@
 rule evaluate_model:
     """Every suite on one trained model folder: one lm-eval JSON per suite."""
     input:
+        **paper_eval_inputs(),
         model=lambda wc: model_dir(wc.model),
         suites=suite_data(),
     output:
@@ -31,6 +32,7 @@ rule evaluate_merge:
     """θ_G + Σ ω_k·τ_k merged in place, at the heuristic ω or over the ω grid, and evaluated."""
     input:
         unpack(merge_inputs),
+        **paper_eval_inputs(),
         suites=suite_data(),
     output:
         **artifact(eval_dir("merge-{method}-{weighting}-{skillset}"), folder=True),

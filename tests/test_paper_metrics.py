@@ -134,3 +134,32 @@ def test_sciriff_task_metrics_and_mean_from_raw_outputs():
     del full["scierc_ner"]["f1"]
     with pytest.raises(ValueError, match=r"scierc_ner\.f1"):
         pm.sciriff_mean(full)
+
+
+def test_table5_is_set_beside_the_papers_numbers():
+    from pathlib import Path
+
+    import pandas as pd
+
+    from mtl.paper_compare import compare, read_reference, row_key
+
+    assert row_key("merge-ta-heuristic-coding-all+science-pertask2500") == "science+coding"
+    reference = read_reference(Path(__file__).parent.parent / "results" / "paper_reference.csv")
+    ours = pd.DataFrame([
+        {"model": "θ_G (baseline)", "source": "general", "General": 45.0, "Science": 20.0,
+         "Safety": 50.3, "Coding": 30.0, "ExRef": 100.0},
+        {"model": "PTM science + coding", "source": "merge-ta-heuristic-science-all+coding-all",
+         "General": 50.0, "Science": 30.0, "Safety": 40.0, "Coding": 40.0, "ExRef": 90.0},
+        {"model": "PTM science", "source": "merge-ta-heuristic-science-all", "General": 1.0,
+         "Science": 1.0, "Safety": 1.0, "Coding": 1.0, "ExRef": 1.0},
+    ])
+    frame = compare(ours, reference).set_index(["source", "column"])
+    assert frame.loc[("general", "Safety"), "difference"] == 0.0
+    assert frame.loc[("merge-ta-heuristic-science-all+coding-all", "Science"), "paper"] == 32.1
+    assert frame.loc[("merge-ta-heuristic-science-all+coding-all", "ExRef"), "difference"] == (
+        pytest.approx(90.0 - 98.4))
+    # No published heuristic-ω number for a single skill: no row.
+    assert "merge-ta-heuristic-science-all" not in frame.index.get_level_values(0)
+    # Baseline General without AlpacaEval: 100 × mean(.496, .325, .448, .483) = 43.8.
+    assert frame.loc[("general", "General (no AlpacaEval)"), "paper"] == pytest.approx(43.8)
+    assert "AlpacaEval" in frame.loc[("general", "General"), "note"]

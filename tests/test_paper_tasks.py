@@ -79,7 +79,8 @@ HUMANEVAL = {
 }
 MBPP = {
     "task_id": 2, "prompt": "Write a function to multiply two numbers.",
-    "code": "def mul(a, b):\n    return a * b", "source_file": "Benchmark Questions Verification V2.ipynb",
+    "code": "def mul(a, b):\n    return a * b",
+    "source_file": "Benchmark Questions Verification V2.ipynb",
     "test_imports": ["import math"], "test_list": ["assert mul(2, 3) == 6"],
     "test": "inputs = [[2, 3], [0, 5], [-1, 4]]\nresults = [6, 0, -4]\n"
             "for (a, b), exp in zip(inputs, results):\n    assert math.isclose(mul(a, b), exp)\n",

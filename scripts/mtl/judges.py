@@ -62,11 +62,12 @@ def _device() -> str:
 def _loaded(key: str, kind: str) -> Iterator[tuple]:
     """The judge's model and tokenizer, freed on exit."""
     import torch
-    from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification,
-                              AutoTokenizer)
+    from transformers import AutoModelForCausalLM as CausalLM
+    from transformers import AutoModelForSequenceClassification as Classifier
+    from transformers import AutoTokenizer
 
     folder = judge_dir(key)
-    loader = AutoModelForSequenceClassification if kind == "classifier" else AutoModelForCausalLM
+    loader = Classifier if kind == "classifier" else CausalLM
     dtype = torch.bfloat16 if _device() == "cuda" else torch.float32
     model = loader.from_pretrained(folder, dtype=dtype).to(_device()).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
