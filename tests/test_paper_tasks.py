@@ -132,11 +132,12 @@ def stand_in_data() -> dict[str, list[dict]]:
 
 def test_scorers_run_real_schema_tests_in_the_sandbox(utils):
     right = [HUMANEVAL["canonical_solution"]] * 20
-    assert utils.humaneval_results(HUMANEVAL, right) == {"pass@10": 1.0}
+    # lm-eval hands over one request per problem, holding its 20 samples.
+    assert utils.humaneval_results(HUMANEVAL, [right]) == {"pass@10": 1.0}
     wrong = ["    return a - b\n"] * 19 + right[:1]
-    assert utils.humaneval_results(HUMANEVAL, wrong) == {"pass@10": pytest.approx(0.5)}
-    assert utils.mbpp_results(MBPP, [MBPP["code"]] * 20) == {"pass@10": 1.0}
-    assert utils.mbpp_results(MBPP, ["def mul(a, b):\n    return a + b"] * 20) == {
+    assert utils.humaneval_results(HUMANEVAL, [wrong]) == {"pass@10": pytest.approx(0.5)}
+    assert utils.mbpp_results(MBPP, [[MBPP["code"]] * 20]) == {"pass@10": 1.0}
+    assert utils.mbpp_results(MBPP, [["def mul(a, b):\n    return a + b"] * 20]) == {
         "pass@10": 0.0}
 
 
@@ -235,6 +236,13 @@ def test_stand_in_judges_give_probabilities_and_verdicts(tmp_path, monkeypatch):
         judges.toxigen_scores(["x"])
 
 
+def first_request(sample: dict) -> list:
+    """The arguments of a logged sample's first request: (context, continuation or kwargs)."""
+    arguments = sample["arguments"]
+    return list(arguments["gen_args_0"].values()) if isinstance(arguments, dict) else list(
+        arguments[0])
+
+
 def test_every_task_runs_end_to_end_on_a_tiny_model(tmp_path, monkeypatch):
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
@@ -266,15 +274,15 @@ def test_every_task_runs_end_to_end_on_a_tiny_model(tmp_path, monkeypatch):
     assert len(samples["paper_sciriff"]) == 10 and len(samples["paper_mbpp_plus"]) == 2
     assert len(samples["paper_xstest_safe"]) == len(samples["paper_xstest_unsafe"]) == 2
     coding = samples["paper_humaneval_plus"][0]
-    assert len(coding["resps"][0]) == 1 and len(coding["filtered_resps"]) == 20
-    prompt = coding["arguments"]["gen_args_0"]["arg_0"]
+    assert len(coding["filtered_resps"][0]) == 20
+    prompt = first_request(coding)[0]
     assert prompt.startswith("<|user|>\nWrite a Python function `add")
     assert prompt.endswith("<|assistant|>\nHere is the function:\n\n```python\n"
                            + HUMANEVAL["prompt"])
-    mmlu = samples["paper_mmlu"][0]["arguments"]["gen_args_0"]
-    assert mmlu["arg_0"].endswith("\nAnswer:\n<|assistant|>\nThe answer is:")
-    assert mmlu["arg_1"] == " A"
-    gsm = samples["paper_gsm8k"][0]["arguments"]["gen_args_0"]["arg_0"]
+    mmlu = first_request(samples["paper_mmlu"][0])
+    assert mmlu[0].endswith("\nAnswer:\n<|assistant|>\nThe answer is:")
+    assert mmlu[1] == " A"
+    gsm = first_request(samples["paper_gsm8k"][0])[0]
     assert gsm.endswith("How many?\n<|assistant|>\nAnswer:")
     # Scores recomputed from the logged outputs agree with the task's.
     safe = [float(not pm.xstest_refused(s["filtered_resps"][0]))

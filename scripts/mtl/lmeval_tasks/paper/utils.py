@@ -287,9 +287,10 @@ def humaneval_text(doc: dict) -> str:
     return doc["instruction"]
 
 
-def humaneval_results(doc: dict, results: list[str]) -> dict[str, float]:
+def humaneval_results(doc: dict, results: list[list[str]]) -> dict[str, float]:
+    # One request per problem; its (kept) responses are the 20 samples.
     programs = [doc["prompt"] + completion + "\n" + doc["test"] + "\n"
-                + f"check({doc['entry_point']})\n" for completion in results]
+                + f"check({doc['entry_point']})\n" for completion in results[0]]
     return {f"pass@{PASS_K}": _pass_at_k(programs)}
 
 
@@ -302,9 +303,10 @@ def mbpp_text(doc: dict) -> str:
             + doc["code"].split(":")[0])
 
 
-def mbpp_results(doc: dict, results: list[str]) -> dict[str, float]:
+def mbpp_results(doc: dict, results: list[list[str]]) -> dict[str, float]:
     imports = "\n".join(doc.get("test_imports") or [])
-    programs = [imports + "\n" + completion + "\n" + doc["test"] + "\n" for completion in results]
+    programs = [imports + "\n" + completion + "\n" + doc["test"] + "\n"
+                for completion in results[0]]
     return {f"pass@{PASS_K}": _pass_at_k(programs)}
 
 
