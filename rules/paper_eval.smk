@@ -1,19 +1,5 @@
 """Paper scale: judge models and benchmark data for evaluation jobs; table 5 beside the paper."""
 
-
-def paper_eval_inputs():
-    """Judges and benchmark files of the paper tasks, as inputs of evaluation jobs."""
-    if TOY:
-        return {}
-    evaluation = config["evaluation"]
-    return {
-        "judges": [f"results/judges/{key}" for key in evaluation["judges"]],
-        "evaldata": [
-            f"results/evaldata/{name}.jsonl" for name in evaluation["benchmarks"]
-        ],
-    }
-
-
 if not TOY:
 
     rule fetch_judge:
