@@ -8,7 +8,8 @@ Each run gets:
 - limits: wall clock, CPU seconds, address space (RLIMIT_AS), file size (RLIMIT_FSIZE, which also
   caps its stdout and stderr) and number of processes (RLIMIT_NPROC; for a real root, which that
   limit exempts, a `pids` cgroup);
-- a scrubbed environment (PATH, HOME and TMPDIR only) and Python's isolated mode.
+- a scrubbed environment (PATH, HOME, TMPDIR, LANG, one math-library thread) and Python's
+  isolated mode.
 
 Isolation is probed once per process, in this order: `unshare` with a user namespace (root, and
 clusters that allow unprivileged user namespaces), then without one (real root). When neither
@@ -232,7 +233,10 @@ def _run(isolation: _Isolation, source: str, limits: Limits, *, site: bool) -> R
 def _execute(isolation: _Isolation, work: Path, limits: Limits, cgroup: Path | None,
              site: bool) -> Result:
     flags = ["-I"] if site else ["-I", "-S"]
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(work), "TMPDIR": str(work), "LANG": "C.UTF-8"}
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(work), "TMPDIR": str(work), "LANG": "C.UTF-8",
+           # One math-library thread: their per-thread buffers would exhaust the memory limit
+           # on many-core nodes (tests importing numpy).
+           **{var: "1" for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}}
     started = time.monotonic()
     with open(work.parent / "stdout", "wb+") as out, open(work.parent / "stderr", "wb+") as err, \
             open(work.parent / "ready", "wb+") as ready:
