@@ -245,6 +245,7 @@ def eval_params():
         "max_gen_toks": config["evaluation"]["max_gen_toks"],
         "limit": config["evaluation"]["limit"],
         "include_path": config["evaluation"]["include_path"],
+        "sandbox": config["evaluation"]["sandbox"],
         "seed": config["seed"],
     }
 

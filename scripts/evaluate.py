@@ -5,6 +5,7 @@ or every ω of the grid) sets the weights in place to θ_G + Σ ω_k·τ_k and e
 merged model touches the disk.
 """
 
+import os
 from pathlib import Path
 
 import torch
@@ -18,6 +19,8 @@ from mtl.stepkit import setup
 
 smk = snakemake
 params = smk.params
+# How the coding scorers run model-written programs (mtl.sandbox reads it).
+os.environ["MTL_SANDBOX"] = params.sandbox
 log = setup(smk, seed=params.seed)
 device = "cuda" if torch.cuda.is_available() else "cpu"
 is_merge = smk.rule == "evaluate_merge"

@@ -14,8 +14,9 @@ Each run gets:
 Isolation is probed once per process, in this order: `unshare` with a user namespace (root, and
 clusters that allow unprivileged user namespaces), then without one (real root). When neither
 works, or a real root has no writable `pids` cgroup, every run raises SandboxUnavailable: code is
-never run unconfined unless the user opts out explicitly with MTL_SANDBOX=none (limits, folder and
-environment still apply then; network, other processes and the filesystem are reachable).
+never run unconfined unless the user opts out explicitly with MTL_SANDBOX=none (the evaluation
+step sets it from the config key evaluation.sandbox; limits, folder and environment still apply
+then; network, other processes and the filesystem are reachable).
 """
 
 from __future__ import annotations
@@ -154,8 +155,9 @@ def _isolation() -> _Isolation:
     if os.geteuid() == 0 and cgroup is None:
         raise SandboxUnavailable(
             "running as root, where RLIMIT_NPROC does not apply, and no writable pids cgroup "
-            "was found to limit processes; run as another user, or set MTL_SANDBOX=none to "
-            "run model-written code unconfined")
+            "was found to limit processes; run as another user, or set evaluation.sandbox: "
+            "none in the config (MTL_SANDBOX=none outside the workflow) to run model-written "
+            "code unconfined")
     problems = []
     for prefix in _PROBE_PROGRAMS:
         if shutil.which(prefix[0]) is None:
@@ -172,7 +174,8 @@ def _isolation() -> _Isolation:
         problems.append(f"{' '.join(prefix)}: probe {probe.status}: {probe.stderr.strip()}")
     raise SandboxUnavailable(
         "no isolation for model-written code (network, process and filesystem namespaces): "
-        + "; ".join(problems) + f". Set {ENV_SWITCH}=none to run it unconfined.")
+        + "; ".join(problems) + ". To run it unconfined, set evaluation.sandbox: none in the "
+        f"config ({ENV_SWITCH}=none outside the workflow).")
 
 
 def run_python(source: str, limits: Limits | None = None, *, site: bool = False) -> Result:
