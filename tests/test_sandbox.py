@@ -1,5 +1,6 @@
 """The code-execution sandbox: each escape attempt is contained and reported."""
 
+import json
 import os
 import random
 import resource
@@ -185,3 +186,40 @@ def test_the_toy_coding_scorer_scores_as_before():
     after = [program_passes(p, e) for p, e in outputs]
     assert after == before
     assert 0 < sum(after) < len(after)
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not Path(SYSTEM_PYTHON).is_file(),
+                    reason="needs root to become an unprivileged user, and a system Python")
+def test_an_unprivileged_user_gets_the_same_containment(tmp_path):
+    """The cluster case: no root, a user namespace; RLIMIT_NPROC then caps the fork bomb."""
+    scripts = Path(sandbox.__file__).resolve().parent.parent
+    probe = (
+        "import json, sys\n"
+        f"sys.path.insert(0, {str(scripts)!r})\n"
+        "from mtl import sandbox\n"
+        "limits = sandbox.Limits(timeout_s=10, max_procs=16)\n"
+        "programs = {'ok': 'print(6 * 7)',\n"
+        "            'net': \"import socket; socket.create_connection(('127.0.0.1', 22), 1)\",\n"
+        "            'fork': 'import os\\nwhile True: os.fork()',\n"
+        "            'write': \"open('/tmp/mtl-sandbox-escape', 'w').write('x')\"}\n"
+        "results = {k: sandbox.run_python(p, limits) for k, p in programs.items()}\n"
+        "out = {k: [r.status, r.reason] for k, r in results.items()}\n"
+        "print(json.dumps({'isolation': sandbox._isolation().prefix, 'runs': out}))\n"
+    )
+    done = subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
+                           SYSTEM_PYTHON, "-c", probe], capture_output=True, text=True,
+                          timeout=120, cwd="/")
+    if "SandboxUnavailable" in done.stderr:
+        pytest.skip(f"no unprivileged user namespaces here: {done.stderr.strip()[-200:]}")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert "--user" in report["isolation"]
+    runs = report["runs"]
+    assert runs["ok"] == ["ok", "ok"]
+    assert runs["net"][0] == "error" and "Network is unreachable" in runs["net"][1]
+    assert runs["fork"][0] == "error" and "BlockingIOError" in runs["fork"][1]
+    assert runs["write"][0] == "error" and "Read-only file system" in runs["write"][1]
+    assert not Path("/tmp/mtl-sandbox-escape").exists()
