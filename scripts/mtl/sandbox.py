@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -43,14 +43,19 @@ _PROBE_PROGRAMS = (
 )
 _READY = b"ready"
 
-# Runs as PID 1 of the new namespaces, before the program: makes every mount read-only but the
-# work folder, drops every capability, sets the process limit, then execs the program's
-# interpreter. It reports "ready" on a status fd just before exec, so a failed setup is never
-# mistaken for a failing program. argv: work folder, status fd, max processes (0 = leave it to
-# the cgroup), python flags.
+# Runs before the program, in the new namespaces (as their PID 1) unless the user opted out:
+# joins the process-count cgroup, makes every mount read-only but the work folder, sets the
+# limits, drops every capability, then execs the program's interpreter. Doing this here rather
+# than in a preexec_fn keeps spawning safe from threads (the coding scorers run samples in
+# parallel). It reports "ready" on a status fd just before exec, so a failed setup is never
+# mistaken for a failing program. argv: work folder, status fd, isolate (0/1), cgroup folder
+# ("-" for none), then the limits: processes (0 = none), CPU s, address space, file size (bytes);
+# then the python flags.
 _BOOT = r"""
 import ctypes, os, sys, resource
-work, status, nproc, flags = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+work, status, isolate, cgroup = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4]
+nproc, cpu, memory, size = (int(x) for x in sys.argv[5:9])
+flags = sys.argv[9:]
 libc = ctypes.CDLL(None, use_errno=True)
 MS_RDONLY, MS_REMOUNT, MS_BIND = 1, 32, 4096
 KEEP = {"nosuid": 2, "nodev": 4, "noexec": 8, "noatime": 1024, "nodiratime": 2048,
@@ -59,25 +64,33 @@ def fail(what):
     err = ctypes.get_errno()
     sys.stderr.write(f"mtl-sandbox setup: {what}: {os.strerror(err)}\n")
     sys.exit(125)
-if libc.mount(work.encode(), work.encode(), None, MS_BIND, None):
-    fail(f"bind {work}")
-for line in open("/proc/self/mountinfo"):
-    fields = line.split()
-    point = fields[4].encode().decode("unicode_escape")
-    if point == work or "ro" in fields[5].split(","):
-        continue
-    # Flags the parent namespace locked (nosuid, nodev, ...) must be kept on a remount.
-    extra = sum(KEEP.get(opt, 0) for opt in fields[5].split(","))
-    if libc.mount(None, point.encode(), None, MS_REMOUNT | MS_BIND | MS_RDONLY | extra, None):
-        fail(f"read-only remount of {point}")
-if nproc:
-    resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
-for cap in range(64):
-    # PR_CAPBSET_DROP; EINVAL means past the kernel's last capability.
-    if libc.prctl(24, cap, 0, 0, 0) and ctypes.get_errno() == 22:
-        break
-if libc.prctl(38, 1, 0, 0, 0):  # PR_SET_NO_NEW_PRIVS
-    fail("no_new_privs")
+if cgroup != "-":
+    with open(os.path.join(cgroup, "cgroup.procs"), "w") as procs:
+        procs.write("0")  # this process; its children inherit the cgroup
+if isolate:
+    if libc.mount(work.encode(), work.encode(), None, MS_BIND, None):
+        fail(f"bind {work}")
+    for line in open("/proc/self/mountinfo"):
+        fields = line.split()
+        point = fields[4].encode().decode("unicode_escape")
+        if point == work or "ro" in fields[5].split(","):
+            continue
+        # Flags the parent namespace locked (nosuid, nodev, ...) must be kept on a remount.
+        extra = sum(KEEP.get(opt, 0) for opt in fields[5].split(","))
+        if libc.mount(None, point.encode(), None, MS_REMOUNT | MS_BIND | MS_RDONLY | extra, None):
+            fail(f"read-only remount of {point}")
+for limit, value in ((resource.RLIMIT_CPU, cpu), (resource.RLIMIT_AS, memory),
+                     (resource.RLIMIT_FSIZE, size), (resource.RLIMIT_CORE, 0),
+                     (resource.RLIMIT_NPROC, nproc)):
+    if limit != resource.RLIMIT_NPROC or nproc:
+        resource.setrlimit(limit, (value, value))
+if isolate:
+    for cap in range(64):
+        # PR_CAPBSET_DROP; EINVAL means past the kernel's last capability.
+        if libc.prctl(24, cap, 0, 0, 0) and ctypes.get_errno() == 22:
+            break
+    if libc.prctl(38, 1, 0, 0, 0):  # PR_SET_NO_NEW_PRIVS
+        fail("no_new_privs")
 os.chdir(work)
 os.write(status, b"ready")
 os.close(status)
@@ -183,25 +196,6 @@ def run_python(source: str, limits: Limits | None = None, *, site: bool = False)
     return _run(_isolation(), source, limits or Limits(), site=site)
 
 
-def _limiter(limits: Limits, cgroup: Path | None, nproc_here: int):
-    cpu = limits.cpu_s if limits.cpu_s is not None else int(limits.timeout_s + 0.999)
-    memory = limits.memory_mb * 2**20
-    size = limits.file_size_mb * 2**20
-
-    def apply() -> None:  # runs in the child between fork and exec
-        if cgroup is not None:
-            (cgroup / "cgroup.procs").write_text(str(os.getpid()))
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        if nproc_here:
-            resource.setrlimit(resource.RLIMIT_NPROC, (nproc_here, nproc_here))
-        os.setsid()
-
-    return apply
-
-
 def _own_processes() -> int:
     uid = os.getuid()
     return sum(1 for p in Path("/proc").iterdir() if p.name.isdigit()
@@ -243,19 +237,22 @@ def _execute(isolation: _Isolation, work: Path, limits: Limits, cgroup: Path | N
     started = time.monotonic()
     with open(work.parent / "stdout", "wb+") as out, open(work.parent / "stderr", "wb+") as err, \
             open(work.parent / "ready", "wb+") as ready:
-        if isolation.prefix:
+        if isolation.prefix and cgroup is None:
             # Inside a user namespace RLIMIT_NPROC counts that namespace's processes only.
-            nproc = limits.max_procs if cgroup is None else 0
-            command = [*isolation.prefix, sys.executable, "-I", "-S", "-c", _BOOT, str(work),
-                       str(ready.fileno()), str(nproc), *flags]
-            nproc_here = 0
-        else:
-            command = [sys.executable, *flags, "main.py"]
+            nproc = limits.max_procs
+        elif not isolation.prefix and os.geteuid() != 0:
             # Unconfined, RLIMIT_NPROC counts every process of this user: allow the ones we have.
-            nproc_here = 0 if os.geteuid() == 0 else _own_processes() + limits.max_procs
+            nproc = _own_processes() + limits.max_procs
+        else:
+            nproc = 0  # a pids cgroup limits a real root, whom RLIMIT_NPROC exempts
+        cpu = limits.cpu_s if limits.cpu_s is not None else math.ceil(limits.timeout_s)
+        command = [*isolation.prefix, sys.executable, "-I", "-S", "-c", _BOOT, str(work),
+                   str(ready.fileno()), "1" if isolation.prefix else "0",
+                   str(cgroup) if cgroup is not None else "-", str(nproc), str(cpu),
+                   str(limits.memory_mb * 2**20), str(limits.file_size_mb * 2**20), *flags]
         process = subprocess.Popen(
             command, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-            preexec_fn=_limiter(limits, cgroup, nproc_here), pass_fds=(ready.fileno(),),
+            pass_fds=(ready.fileno(),), start_new_session=True,
         )
         status = None
         try:
@@ -270,7 +267,7 @@ def _execute(isolation: _Isolation, work: Path, limits: Limits, cgroup: Path | N
         seconds = time.monotonic() - started
         stdout, stderr = _read(out, limits), _read(err, limits)
         ready.seek(0)
-        if isolation.prefix and status is None and ready.read() != _READY:
+        if status is None and ready.read() != _READY:
             raise SandboxUnavailable(f"setup failed (exit {returncode}): {stderr.strip()}")
     if status is None:
         status = "ok" if returncode == 0 else "killed" if returncode < 0 else "error"
