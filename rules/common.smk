@@ -373,6 +373,7 @@ def eval_params():
         "max_gen_toks": config["evaluation"]["max_gen_toks"],
         "limit": config["evaluation"]["limit"],
         "include_path": config["evaluation"]["include_path"],
+        "sandbox": config["evaluation"]["sandbox"],
         "seed": config["seed"],
         "numerics": NUMERICS,
     }
@@ -381,3 +382,16 @@ def eval_params():
 def suite_data():
     """The toy suites read the world's eval files; paper suites are lm-eval's own tasks."""
     return [f"results/world/eval/{suite}.jsonl" for suite in SUITES] if TOY else []
+
+
+def paper_eval_inputs():
+    """Judges and benchmark files of the paper tasks, as inputs of evaluation jobs."""
+    if TOY:
+        return {}
+    evaluation = config["evaluation"]
+    return {
+        "judges": [f"results/judges/{key}" for key in evaluation["judges"]],
+        "evaldata": [
+            f"results/evaldata/{name}.jsonl" for name in evaluation["benchmarks"]
+        ],
+    }

@@ -4,6 +4,7 @@
 rule evaluate_model:
     """Every suite on one trained model folder: one lm-eval JSON per suite."""
     input:
+        **paper_eval_inputs(),
         model=lambda wc: model_dir(wc.model),
         suites=suite_data(),
     output:
@@ -33,6 +34,7 @@ rule evaluate_merge:
     heuristic ω or over the ω grid, and evaluated (the recipe says which points)."""
     input:
         unpack(merge_eval_inputs),
+        **paper_eval_inputs(),
         suites=suite_data(),
     output:
         **artifact(eval_dir("merge-{method}-{weighting}-{skillset}"), folder=True),

@@ -5,6 +5,7 @@ as it is; a recipe, its points (the heuristic ω = |D|/|G| per skill, or every �
 each set in place on the loaded θ_G by the merge engine, so no merged model touches the disk.
 """
 
+import os
 from pathlib import Path
 
 import torch
@@ -18,6 +19,8 @@ from mtl.stepkit import setup
 
 smk = snakemake
 params = smk.params
+# How the coding scorers run model-written programs (mtl.sandbox reads it).
+os.environ["MTL_SANDBOX"] = params.sandbox
 log = setup(smk, seed=params.seed)
 device = "cuda" if torch.cuda.is_available() else "cpu"
 recipe = None if params.recipe is None else Recipe.from_params(params.recipe)

@@ -1,0 +1,65 @@
+"""Paper scale: judge models and benchmark data for evaluation jobs; table 5 beside the paper."""
+
+if not TOY:
+
+    rule fetch_judge:
+        """A judge model (classifier or yes/no LM): a hub snapshot at a pinned revision."""
+        output:
+            **artifact("results/judges/{judge}", folder=True),
+        log:
+            log_path("fetch_judge", "{judge}"),
+        benchmark:
+            bench_path("fetch_judge", "{judge}")
+        wildcard_constraints:
+            judge="[a-z0-9_]+",
+        conda:
+            "../envs/eval.yaml"
+        threads: 1
+        resources:
+            mem_mb=scaled("data", "mem_mb"),
+            runtime=scaled("data", "runtime"),
+        params:
+            spec=lambda wc: config["evaluation"]["judges"][wc.judge],
+        script:
+            "../scripts/fetch_judge.py"
+
+    rule fetch_evaldata:
+        """One benchmark's items, in its own schema, from the hub or a pinned URL."""
+        output:
+            **artifact("results/evaldata/{benchmark}.jsonl"),
+        log:
+            log_path("fetch_evaldata", "{benchmark}"),
+        benchmark:
+            bench_path("fetch_evaldata", "{benchmark}")
+        wildcard_constraints:
+            benchmark="[a-z0-9_]+",
+        conda:
+            "../envs/eval.yaml"
+        threads: 1
+        resources:
+            mem_mb=scaled("data", "mem_mb"),
+            runtime=scaled("data", "runtime"),
+        params:
+            spec=lambda wc: config["evaluation"]["benchmarks"][wc.benchmark],
+        script:
+            "../scripts/fetch_evaldata.py"
+
+    rule table5_vs_paper:
+        """Table 5 beside the paper: ours, the paper's published number and the difference."""
+        input:
+            table5="results/table5.csv",
+            reference="results/paper_reference.csv",
+        output:
+            **artifact("results/table5_vs_paper.csv"),
+        log:
+            log_path("table5_vs_paper"),
+        benchmark:
+            bench_path("table5_vs_paper")
+        conda:
+            "../envs/report.yaml"
+        threads: 1
+        resources:
+            mem_mb=scaled("default", "mem_mb"),
+            runtime=scaled("default", "runtime"),
+        script:
+            "../scripts/table5_vs_paper.py"
