@@ -26,7 +26,7 @@ library_first(os.environ, str(Path(workflow.basedir) / "scripts"))
 # recipes and pin the numerics with it, so this process imports the same library its jobs do.
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 
-from mtl.evaluation import SUITES as SUITE_REGISTRY
+from mtl.suites import SUITES as SUITE_REGISTRY
 from mtl.merge import METHODS, MergeError, Recipe
 from mtl.stepkit import numerics_settings, pin_environment
 from mtl.world import SKILLS as WORLD_SKILLS

@@ -18,7 +18,6 @@ from transformers import (
     LlamaForCausalLM,
 )
 
-from mtl.evaluation import SUITES
 from mtl.merge import (
     METHODS,
     InPlaceMerger,
@@ -29,6 +28,7 @@ from mtl.merge import (
     merge_to_disk,
 )
 from mtl.merge.safetensors import Checkpoint
+from mtl.suites import SUITES
 
 REPO = Path(__file__).resolve().parents[1]
 LLAMA = dict(

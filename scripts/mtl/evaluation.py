@@ -21,34 +21,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mtl.suites import SUITES
+
 log = logging.getLogger(__name__)
 
 TOY_TASK_DIR = Path(__file__).parent / "lmeval_tasks" / "toy"
 
 
-@dataclass(frozen=True)
-class Suite:
-    """An evaluation suite: its column in the tables, its toy task's headline metric, and
-    whether it measures a skill (a suite named after a skill dataset, as in Table 3)."""
-
-    name: str
-    column: str
-    toy_metric: str
-    skill: bool
-
-
-# The one registry of suites: config/schema.yaml's `evaluation.suites` enum, evaluation and
-# the tables all read it (tests/test_merge_workflow.py holds the schema to it).
-SUITES: dict[str, Suite] = {
-    suite.name: suite
-    for suite in (
-        Suite("general", "General", "exact_match", skill=False),
-        Suite("science", "Science", "exact_match", skill=True),
-        Suite("safety", "Safety", "refusal", skill=True),
-        Suite("coding", "Coding", "pass", skill=True),
-        Suite("exref", "ExRef", "compliance", skill=False),
-    )
-}
 # Keys of lm-eval's result dict that are the same on every rerun; timings, dates and machine
 # details stay out of the artifact (they are in its provenance record).
 _STABLE_KEYS = ("results", "configs", "versions", "n-shot", "higher_is_better", "n-samples",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mtl.evaluation import SUITES
+from mtl.suites import SUITES
 
 COLUMNS = {name: suite.column for name, suite in SUITES.items()}
 

@@ -21,7 +21,6 @@ ARCH_KEYS = (
 )
 
 
-
 def check_config(reference: Mapping | None, ref_label: str, other: Checkpoint) -> None:
     if reference is None:
         return
@@ -103,8 +102,6 @@ def check_tensors(
                 f"in {ref_label}; dtype mismatch"
             )
         check_shape(name, spec.shape, ref_label, info.shape, other.label, options)
-
-
 
 
 def weight_rows(settings: Sequence[Sequence[float] | float], n_skills: int) -> list[tuple]:

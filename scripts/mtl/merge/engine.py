@@ -58,8 +58,6 @@ def _block_shape(shape: tuple[int, ...], rows: Rows) -> tuple[int, ...]:
     return shape if rows is None else (rows[1] - rows[0], *shape[1:])
 
 
-
-
 @dataclass
 class Inputs:
     """The checkpoints a merge reads: θ_G (None in place, where the model holds θ_G), θ_pre
@@ -148,7 +146,6 @@ def open_inputs(
     return inputs
 
 
-
 @contextmanager
 def single_threaded_torch() -> Iterator[None]:
     """Run torch ops on the calling thread only, for the duration of a pass over files.
@@ -163,7 +160,6 @@ def single_threaded_torch() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
-
 
 
 def extract_task_vector(
@@ -227,7 +223,6 @@ def _largest_block(specs: Mapping[str, Spec], blocks: Mapping[str, list[Rows]]) 
         for name, spec in specs.items()
         for rows in blocks[name]
     )
-
 
 
 def merge_to_disk(
@@ -392,4 +387,3 @@ def _finish_folder(
     (folder / "README.md").write_text(model_card(out, recipe, config_yaml, files))
     files["README.md"] = sha256_file(folder / "README.md")
     return {"path": str(out), "files": dict(sorted(files.items())), "recipe": recipe}
-

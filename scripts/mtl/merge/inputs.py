@@ -243,5 +243,3 @@ def _drop(tau: torch.Tensor, density: float, seed: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     keep = torch.rand(tau.shape, generator=generator) < density
     return torch.where(keep.to(tau.device), tau / density, 0.0)
-
-

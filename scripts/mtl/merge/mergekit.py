@@ -16,6 +16,7 @@ from mtl.merge.options import EngineOptions
 if TYPE_CHECKING:
     from mtl.merge.engine import Inputs
 
+
 def portable(path: Path) -> str:
     """A path relative to the working directory where possible: artifacts that name their
     inputs must have the same bytes wherever the repository is checked out."""
@@ -181,4 +182,3 @@ def card_files(card: str) -> set[str] | None:
         return None
     rows = card.split(_FILES_HEADING, 1)[1].splitlines()
     return {row.split("`")[1] for row in rows if row.startswith("| `")}
-

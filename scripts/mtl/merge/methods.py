@@ -194,10 +194,8 @@ def dare_ties(x: TensorInputs, omega: tuple[float, ...], out: torch.Tensor) -> t
     return _sign_elected_sum(x.theta_pre, x.dropped(), (1.0, *omega), x.options.normalize, out)
 
 
-
 def method_named(name: str) -> Method:
     try:
         return METHODS[name]
     except KeyError:
         raise MergeError(f"unknown merge method {name!r}; known: {sorted(METHODS)}") from None
-

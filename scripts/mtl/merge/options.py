@@ -70,4 +70,3 @@ class EngineOptions:
         if "vocab_tensors" in values:
             values["vocab_tensors"] = tuple(values["vocab_tensors"])
         return cls(**values)
-

@@ -219,7 +219,6 @@ class Checkpoint:
         self._fds.clear()
 
 
-
 @dataclass(frozen=True)
 class Shard:
     filename: str
@@ -415,4 +414,3 @@ def sha256_file(path: Path) -> str:
 
 def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
-
