@@ -125,6 +125,7 @@ class Evaluator:
         max_gen_toks: int,
         limit: int | None,
         seed: int,
+        gen_kwargs: Mapping[str, object] | None = None,
     ) -> None:
         import lm_eval.evaluator
         from lm_eval.models.huggingface import HFLM
@@ -136,6 +137,8 @@ class Evaluator:
         self.specs = specs
         self.limit = limit
         self.seed = seed
+        # Laid over every generating task's generation_kwargs (a smoke run's small budgets).
+        self.gen_kwargs = dict(gen_kwargs) if gen_kwargs else None
         self.task_manager = TaskManager(include_path=str(include_path) if include_path else None)
         self.lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
                        max_gen_toks=max_gen_toks)
@@ -155,6 +158,7 @@ class Evaluator:
                 tasks=[spec.task for spec in tasks],
                 num_fewshot=shots,
                 limit=limit,
+                gen_kwargs=self.gen_kwargs,
                 task_manager=self.task_manager,
                 apply_chat_template=True,
                 log_samples=True,
