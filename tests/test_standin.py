@@ -48,6 +48,13 @@ def rows(path: Path) -> int:
     return sum(1 for line in path.read_text().splitlines() if line.strip())
 
 
+def first_request(sample: dict) -> list:
+    """A logged sample's first request: (context, continuation) or (context, gen kwargs)."""
+    arguments = sample["arguments"]
+    return list(arguments["gen_args_0"].values()) if isinstance(arguments, dict) else list(
+        arguments[0])
+
+
 def standin_config() -> dict:
     return yaml.safe_load((REPO / "config" / "standin.yaml").read_text())
 
@@ -113,11 +120,12 @@ def test_standin_evaluates_the_paper_tasks_to_table5(run):
             assert all(entry["hash"].startswith("sha256:") for entry in listed), folder.name
         for path in judges | evaldata:
             made = json.loads((workdir / f"{path}.prov.json").read_text())
-            assert made["notes"]["standin"] is True or made["notes"]["source"] == {
-                "standin": True}, path
+            notes = made["notes"]  # fetch_judge notes standin, fetch_evaldata its source
+            assert notes.get("standin") is True or notes.get("source") == {"standin": True}, path
 
     # Every task ran on every stand-in item, its prompts in the Tülu chat format with one BOS
     # (the template writes it; lm-eval must not add a second).
+    from lm_eval.models.utils import has_bos_prefix
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(workdir / "results" / "models" / "general")
@@ -125,12 +133,14 @@ def test_standin_evaluates_the_paper_tasks_to_table5(run):
     assert evals[0].name == "general"
     mmlu = general["lm_eval"]["paper_mmlu"]["samples"]["paper_mmlu"]
     assert len(mmlu) == rows(workdir / "results" / "evaldata" / "mmlu.jsonl")
-    prompt = mmlu[0]["arguments"]["gen_args_0"]["arg_0"]
+    prompt, continuation = first_request(mmlu[0])
     bos = tokenizer.bos_token
     assert prompt.startswith(f"{bos}<|user|>\n") and not prompt.startswith(bos * 2), prompt
-    assert prompt.endswith("<|assistant|>\nThe answer is:"), prompt
+    assert prompt.endswith("<|assistant|>\nThe answer is:") and continuation == " A", prompt
     ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     assert ids[0] == tokenizer.bos_token_id and ids.count(tokenizer.bos_token_id) == 1
+    # lm-eval encodes a prompt that starts with the BOS text without special tokens.
+    assert has_bos_prefix(prompt, bos)
     coding = json.loads((evals[0] / "coding.json").read_text())
     humaneval = coding["lm_eval"]["paper_humaneval_plus"]["samples"]["paper_humaneval_plus"]
     # 20 samples a problem, each cut at the stand-in's generation budget, run in the sandbox.
