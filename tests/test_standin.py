@@ -7,7 +7,7 @@ resize V -> V+1), a heuristic-ω merge of all three skills written to disk, and 
 the seven heuristic-ω merges evaluated through the paper's task folder, every benchmark and judge
 a stand-in, and table 5 beside the paper's published numbers.
 
-One build serves every test here (a module fixture): the whole run is one snakemake call.
+One build serves every slow test here (a module fixture): the whole run is one snakemake call.
 """
 
 from __future__ import annotations
@@ -30,7 +30,18 @@ CONFIG = ["--configfile", "config/standin.yaml"]
 # The paper's published numbers: a source file kept under results/, which copy_repo (a fresh
 # clone's files minus the built tables) leaves out.
 REFERENCE = "results/paper_reference.csv"
-pytestmark = pytest.mark.slow
+
+
+def test_standin_evaluates_the_paper_tasks_with_stand_ins_only():
+    """The paper's tasks, folder, judges and benchmarks, each judge and benchmark a stand-in
+    (nothing downloaded)."""
+    standin = standin_config()["evaluation"]
+    paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())["evaluation"]
+    assert standin["tasks"] == paper["tasks"]
+    assert standin["include_path"] == paper["include_path"]
+    for key in ("judges", "benchmarks"):
+        assert set(standin[key]) == set(paper[key]), key
+        assert all(entry == {"standin": True} for entry in standin[key].values()), key
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +70,7 @@ def standin_config() -> dict:
     return yaml.safe_load((REPO / "config" / "standin.yaml").read_text())
 
 
+@pytest.mark.slow
 def test_standin_trains_theta_g_and_theta_d_in_two_processes(run):
     workdir, log = run
     models = workdir / "results" / "models"
@@ -78,6 +90,7 @@ def test_standin_trains_theta_g_and_theta_d_in_two_processes(run):
     assert rows(workdir / "results" / "sources" / "safety.jsonl") > 0
 
 
+@pytest.mark.slow
 def test_standin_reaches_the_merged_model(run):
     workdir, log = run
     merged = workdir / TARGET
@@ -92,6 +105,7 @@ def test_standin_reaches_the_merged_model(run):
         i["hash"].startswith("sha256:") for i in record["inputs"]["task_vectors"])
 
 
+@pytest.mark.slow
 def test_standin_evaluates_the_paper_tasks_to_table5(run):
     workdir, log = run
     table_path = workdir / "results" / "table5.csv"
