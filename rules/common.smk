@@ -188,6 +188,8 @@ FETCH_KEYS = [
     "name",
     "split",
     "revision",
+    "data_files",
+    "source_field",
     "exclude_sources",
     "include_sources",
     "per_source_cap",
@@ -372,6 +374,12 @@ def eval_params():
         "batch_size": config["evaluation"]["batch_size"],
         "max_gen_toks": config["evaluation"]["max_gen_toks"],
         "limit": config["evaluation"]["limit"],
+        # Only when set, so configs without it keep their jobs' params (no reruns).
+        **(
+            {"gen_kwargs": config["evaluation"]["gen_kwargs"]}
+            if config["evaluation"]["gen_kwargs"]
+            else {}
+        ),
         "include_path": config["evaluation"]["include_path"],
         "sandbox": config["evaluation"]["sandbox"],
         "seed": config["seed"],

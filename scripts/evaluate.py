@@ -43,7 +43,8 @@ with Step.from_snakemake(smk, seed=params.seed, config_keys=["evaluation"]) as s
     with toy_task_dir(toy_data, params.max_gen_toks) as include:
         evaluator = Evaluator(model, tokenizer, specs,
                               include if toy_data else params.include_path,
-                              params.batch_size, params.max_gen_toks, params.limit, params.seed)
+                              params.batch_size, params.max_gen_toks, params.limit, params.seed,
+                              params.get("gen_kwargs"))
         results = {}
         for index, (key, omega) in enumerate(points, start=1):
             if merger is not None:

@@ -97,9 +97,10 @@ def stand_in_rows() -> dict[str, list[dict]]:
     }
 
 
-def byte_tokenizer(chat_template: str | None, max_length: int):
-    """Lossless on any text: one token per byte, plus the chat and special tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+def byte_tokenizer(chat_template: str | None, max_length: int, wrap: bool = False):
+    """Lossless on any text: one token per byte, plus the chat and special tokens. `wrap`: every
+    text becomes `<s> … </s>`, as RoBERTa's tokenizer does (so even an empty text has tokens)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     specials = ["<pad>", "</s>", "<s>", "<unk>", "<|user|>", "<|assistant|>", "<|system|>"]
@@ -108,6 +109,9 @@ def byte_tokenizer(chat_template: str | None, max_length: int):
     core = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     core.decoder = decoders.ByteLevel()
+    if wrap:
+        core.post_processor = processors.TemplateProcessing(
+            single="<s> $A </s>", special_tokens=[("<s>", vocab["<s>"]), ("</s>", vocab["</s>"])])
     return PreTrainedTokenizerFast(
         tokenizer_object=core, pad_token="<pad>", eos_token="</s>", bos_token="<s>",
         unk_token="<unk>", additional_special_tokens=specials[4:], chat_template=chat_template,
@@ -132,7 +136,8 @@ def write_judge(key: str, folder: Path) -> None:
     import torch
     from transformers import RobertaConfig, RobertaForSequenceClassification
 
-    tokenizer = byte_tokenizer(None, 512)
+    # The ToxiGen RoBERTa's tokenizer wraps each text (an empty completion is still 2 tokens).
+    tokenizer = byte_tokenizer(None, 512, wrap=key == "toxigen")
     torch.manual_seed(0)
     if key == "toxigen":
         model = RobertaForSequenceClassification(RobertaConfig(
