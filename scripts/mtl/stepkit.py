@@ -25,8 +25,9 @@ from typing import Any
 NUMERICS_DEFAULTS: dict[str, Any] = {"cpu_isa": "baseline", "threads": 1, "deterministic": True}
 
 # Per pinned level: ATen's dispatch level, MKL's conditional numerical reproducibility branch
-# (and the highest instruction set it may use), oneDNN's highest ISA. "baseline" runs on every
-# x86-64 CPU; "avx2" on every CPU with AVX2 (Intel since 2013, AMD since 2015).
+# (and the highest instruction set it may use), oneDNN's highest ISA. "baseline" runs the same
+# code on every x86-64 CPU (MKL's COMPATIBLE branch is for Intel and compatible CPUs); "avx2" on
+# every Intel CPU with AVX2 (on other CPUs MKL ignores an AVX2 branch and picks its own).
 _ISA_ENVIRONMENT = {
     "baseline": {
         "ATEN_CPU_CAPABILITY": "default",
