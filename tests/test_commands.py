@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from workflow import REPO, copy_repo, snakemake
 
-# Files whose commands users copy. README.md is the lead's: add it here once its commands are
-# the profile form (`snakemake --profile slurm results/table5.csv`).
-DOC_FILES = ["Snakefile", "config/README.md", "docs/paper-scale.md", "slurm/config.yaml",
+# Files whose commands users copy.
+DOC_FILES = ["README.md", "Snakefile", "config/README.md", "docs/paper-scale.md", "docs/cluster.md",
+             "docs/paper-evaluation.md", "docs/toy-world.md", "slurm/config.yaml",
              "config/paper.yaml", "config/standin.yaml"]
 
 _SPAN = re.compile(r"`snakemake\s+(?P<args>[^`]+)`")

@@ -13,7 +13,7 @@ import math
 import re
 import string
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 # ---- coding: the unbiased pass@k estimator (Chen et al. 2021) -------------------------------
@@ -206,15 +206,20 @@ def _f1(correct: int, preds: int, refs: int) -> float:
     return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
 
 
-def list_f1(pairs: Iterable[tuple[Any, Any]]) -> float:
-    """Exact-match set F1 over normalized list entries, counts summed over the corpus."""
+def _corpus_set_f1(pairs: Iterable[tuple[Any, Any]], as_set: Callable[[Any], set]) -> float:
+    """Set F1 with the counts summed over the corpus (SciRIFF's micro average)."""
     correct = preds = refs = 0
     for pred, ref in pairs:
-        pred_set, ref_set = _entry_set(pred), _entry_set(ref)
+        pred_set, ref_set = as_set(pred), as_set(ref)
         correct += len(pred_set & ref_set)
         preds += len(pred_set)
         refs += len(ref_set)
     return _f1(correct, preds, refs)
+
+
+def list_f1(pairs: Iterable[tuple[Any, Any]]) -> float:
+    """Exact-match set F1 over normalized list entries, counts summed over the corpus."""
+    return _corpus_set_f1(pairs, _entry_set)
 
 
 def _entry_set(value: Any) -> set[str]:
@@ -226,13 +231,7 @@ def _entry_set(value: Any) -> set[str]:
 
 def ner_f1(pairs: Iterable[tuple[Any, Any]]) -> float:
     """Typed NER F1: {type: [mentions]} dicts as (mention, type) sets, corpus counts."""
-    correct = preds = refs = 0
-    for pred, ref in pairs:
-        pred_set, ref_set = _typed_mentions(pred), _typed_mentions(ref)
-        correct += len(pred_set & ref_set)
-        preds += len(pred_set)
-        refs += len(ref_set)
-    return _f1(correct, preds, refs)
+    return _corpus_set_f1(pairs, _typed_mentions)
 
 
 def _typed_mentions(value: Any) -> set[tuple[str, str]]:
