@@ -142,9 +142,6 @@ def paper_dag(tmp_path_factory) -> Path:
     """config/paper.yaml's DAG to table 5 with every output a placeholder Snakemake recorded
     as built (`--touch --forceall` stores each job's params), without a hub or a GPU."""
     repo = copy_repo(tmp_path_factory.mktemp("paper") / "repo")
-    spec = yaml.safe_load((repo / "config/paper.yaml").read_text())
-    (repo / spec["data"]["skills"]["safety"]["path"]).parent.mkdir(parents=True, exist_ok=True)
-    (repo / spec["data"]["skills"]["safety"]["path"]).write_text("{}\n")
     plan = snakemake(repo, "-n", "results/table5.csv", *PAPER)
     outputs = [out for line in plan.stdout.splitlines() if (m := _OUTPUT.match(line))
                for out in m.group(1).split(", ")]

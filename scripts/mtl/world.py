@@ -18,9 +18,12 @@ import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from mtl.suites import SUITES as SUITE_REGISTRY
+
 REFUSAL = "sorry , i can not help with that ."
-SKILLS = ("science", "safety", "coding")
-SUITES = ("general", "science", "safety", "coding", "exref")
+# The world makes one eval file per suite and one dataset per skill of the suite registry.
+SUITES = tuple(SUITE_REGISTRY)
+SKILLS = tuple(name for name, suite in SUITE_REGISTRY.items() if suite.skill)
 
 _CONSONANTS = "bdfgklmnprstvz"
 _VOWELS = "aeiou"
