@@ -52,14 +52,20 @@ SKILLS = sorted(
 )
 SUITES = list(config["evaluation"]["suites"])
 REGIMES = ["ptm", "cft", "rt", "cft-match"]
+# Each seed trains its own skill models, task vectors and merges (results/*/seed-<N>/);
+# θ_pre and θ_G are trained once, by the base `seed`, and shared (as the paper's are).
+SEEDS = list(config["seeds"])
 # Merge methods by their short name in targets (merge-<tag>-…), from the engine's registry.
 METHOD_TAGS = {method.tag: name for name, method in METHODS.items()}
 
 
-def config_recipe(**fields):
-    """The config's merge recipe (a bad one is named here, before any job is planned)."""
+def config_recipe(seed=None, **fields):
+    """The config's merge recipe at `seed` (DARE's drop masks; default the base seed). A bad
+    recipe is named here, before any job is planned."""
     try:
-        return Recipe.from_config(config["merge"], seed=config["seed"], **fields)
+        return Recipe.from_config(
+            config["merge"], seed=config["seed"] if seed is None else seed, **fields
+        )
     except MergeError as err:
         raise ValueError(f"config: {err}") from None
 
@@ -67,15 +73,21 @@ def config_recipe(**fields):
 # The config's merge method: the one the tables and figures ask for.
 TABLE_METHOD = config_recipe().spec.tag
 
+SIZE_PATTERN = "all|[0-9]+pct|n[0-9]+|pertask[0-9]+"
+# One or more <skill>-<size>, "+"-joined: science-all, science-all+safety-all+coding-all.
+SKILL_SIZE = f"(?:{'|'.join(SKILLS)})-(?:{SIZE_PATTERN})"
+SKILLSET_PATTERN = f"{SKILL_SIZE}(?:\\+{SKILL_SIZE})*"
+
 
 wildcard_constraints:
     skill="|".join(SKILLS),
-    size="all|[0-9]+pct|n[0-9]+|pertask[0-9]+",
+    size=SIZE_PATTERN,
+    seed="[0-9]+",
     regime="|".join(REGIMES),
     method="|".join(METHOD_TAGS),
     dataset="general|" + "|".join(SKILLS),
     weighting="heuristic|grid",
-    skillset="[a-z0-9_]+-[a-z0-9]+(\\+[a-z0-9_]+-[a-z0-9]+)*",
+    skillset=SKILLSET_PATTERN,
 
 
 def prov(path):
@@ -125,11 +137,18 @@ def gpu_resources(family):
 
 
 def log_path(rule_name, *parts):
-    return f"results/logs/{rule_name}/{'-'.join(parts) or rule_name}.log"
+    """results/logs/<rule>/<parts>.log; seeded jobs pass "seed-{seed}" first: a folder."""
+    return f"results/logs/{rule_name}/{_job_name(rule_name, parts)}.log"
 
 
 def bench_path(rule_name, *parts):
-    return f"results/benchmarks/{rule_name}/{'-'.join(parts) or rule_name}.tsv"
+    return f"results/benchmarks/{rule_name}/{_job_name(rule_name, parts)}.tsv"
+
+
+def _job_name(rule_name, parts):
+    if parts and parts[0] == "seed-{seed}":
+        return f"seed-{{seed}}/{'-'.join(parts[1:])}"
+    return "-".join(parts) or rule_name
 
 
 # ---- datasets ------------------------------------------------------------------------------
@@ -227,8 +246,13 @@ THETA_PRE = model_dir("pretrained")
 THETA_G = model_dir("general")
 
 
-def task_vector_path(skill, size):
-    return f"results/taskvectors/{skill}-{size}.safetensors"
+def seeded(seed, name):
+    """A seeded artifact's id under its kind's folder: seed-<N>/<name>."""
+    return f"seed-{seed}/{name}"
+
+
+def task_vector_path(skill, size, seed="{seed}"):
+    return f"results/taskvectors/{seeded(seed, f'{skill}-{size}')}.safetensors"
 
 
 def parse_skillset(skillset):
@@ -252,12 +276,18 @@ def merge_id(method, weighting, pairs):
 
 
 def first_size(skill):
+    """The size every table but Table 2 (the data-size sweep) uses: the first listed."""
     return config["data"]["skills"][skill]["sizes"][0]
+
+
+def main_pairs(skills=None):
+    """(skill, first size) of every skill (or of `skills`), in paper order."""
+    return [(skill, first_size(skill)) for skill in (skills or SKILLS)]
 
 
 def table5_merges():
     """Table 5's rows: each skill alone, every pair, and all skills, at the heuristic ω."""
-    pairs = [(skill, first_size(skill)) for skill in SKILLS]
+    pairs = main_pairs()
     combos = [
         c for k in range(1, len(pairs) + 1) for c in itertools.combinations(pairs, k)
     ]
@@ -267,15 +297,20 @@ def table5_merges():
 # ---- rule inputs and params ----------------------------------------------------------------
 
 
-def train_params(kind):
+def wildcard_seed(wildcards):
+    return int(wildcards.seed)
+
+
+def train_params(kind, seed=None):
     """What changes a trained model: hyper-parameters, seed, dtype and the numerics.
 
     Not `checkpoint_every`: a resumed run ends in the same bytes as an uninterrupted one, so how
-    often it checkpoints changes no output (train.py reads it from the config).
+    often it checkpoints changes no output (train.py reads it from the config). `seed`: the
+    base seed (θ_pre, θ_G) unless given (a seeded rule passes wildcard_seed).
     """
     return {
         "train": config["training"][kind],
-        "seed": config["seed"],
+        "seed": config["seed"] if seed is None else seed,
         "dtype": config["model"]["dtype"],
         "numerics": NUMERICS,
     }
@@ -292,62 +327,46 @@ def finetune_params():
     return {"chat_template": config["model"]["chat_template"], "parallel": parallel}
 
 
-def table3_inputs(wildcards):
-    """Per skill (first size): CFT and RT models and evals, and PTM at heuristic and grid ω."""
-    pairs = [(skill, first_size(skill)) for skill in SKILLS]
-    ids = {
-        regime: [f"{regime}-{skill}-{size}" for skill, size in pairs]
-        for regime in ("cft", "rt", "ptm")
-    }
-    return {
-        "baseline": eval_dir("general"),
-        "cft": [eval_dir(i) for i in ids["cft"]],
-        "rt": [eval_dir(i) for i in ids["rt"]],
-        "heuristic": [
-            eval_dir(merge_id(TABLE_METHOD, "heuristic", [p])) for p in pairs
-        ],
-        "grid": [eval_dir(merge_id(TABLE_METHOD, "grid", [p])) for p in pairs],
-        **{f"{regime}_model": [model_dir(i) for i in ids[regime]] for regime in ids},
-    }
-
-
 def regime_inputs(wildcards):
-    """PTM and RT start from θ_pre, CFT from θ_G; RT and CFT-match also see general data."""
-    skill_data = subset_path(wildcards.skill, wildcards.size)
+    """PTM and RT start from θ_pre, CFT from θ_G; RT and CFT-match also see general data.
+    A skillset of several skills trains on the union of their subsets (Table 4's CFT, RT).
+    """
     inputs = {"init": THETA_G if wildcards.regime.startswith("cft") else THETA_PRE}
-    inputs["data"] = skill_data
+    inputs["data"] = [
+        subset_path(skill, size) for skill, size in parse_skillset(wildcards.skillset)
+    ]
     if wildcards.regime in ("rt", "cft-match"):
         inputs["general"] = general_subset()
     return inputs
 
 
 def merge_recipe(wildcards):
-    """The recipe of merge target merge-{method}-{weighting}-{skillset}."""
+    """The recipe of merge target seed-{seed}/merge-{method}-{weighting}-{skillset}."""
     return config_recipe(
+        seed=wildcard_seed(wildcards),
         method=METHOD_TAGS[wildcards.method],
         skills=[skill for skill, _ in parse_skillset(wildcards.skillset)],
         weighting=wildcards.weighting,
     )
 
 
-def skill_input(recipe, skill, size):
+def skill_input(recipe, skill, size, seed):
     """A skill's input in the method's own view: its task vector, or its finetuned model
-    (θ_D from θ_pre, or θ_CFT continued from θ_G, as the method declares)."""
+    (θ_D from θ_pre, θ_CFT continued from θ_G, ... : the regime the method declares)."""
     if recipe.skill_inputs == "task_vectors":
-        return task_vector_path(skill, size)
-    regime = "cft" if recipe.spec.skills_from == "general" else "ptm"
-    return model_dir(f"{regime}-{skill}-{size}")
+        return task_vector_path(skill, size, seed)
+    return model_dir(seeded(seed, f"{recipe.spec.skill_regime}-{skill}-{size}"))
 
 
 def merge_inputs(wildcards, general="theta_general"):
-    """θ_G (under the name `general`), the skill inputs, θ_pre where the method needs it, and
-    the data subsets that size the heuristic ω."""
+    """θ_G (under the name `general`), the skill inputs of the target's seed, θ_pre where the
+    method needs it, and the data subsets that size the heuristic ω."""
     recipe = merge_recipe(wildcards)
     pairs = parse_skillset(wildcards.skillset)
     inputs = {
         general: THETA_G,
         recipe.skill_inputs: [
-            skill_input(recipe, skill, size) for skill, size in pairs
+            skill_input(recipe, skill, size, wildcards.seed) for skill, size in pairs
         ],
         "skill_data": [subset_path(skill, size) for skill, size in pairs],
         "general_data": general_subset(),
@@ -366,8 +385,15 @@ def merge_params(wildcards):
     return merge_recipe(wildcards).to_params()
 
 
-def eval_params():
-    """What changes an evaluation: the tasks and generation settings, seed and numerics."""
+def model_seed(wildcards):
+    """The seed of evaluation target {model}: seed-<N>/… is seed N, θ_pre and θ_G the base."""
+    folder, _, rest = wildcards.model.partition("/")
+    return int(folder.removeprefix("seed-")) if rest else config["seed"]
+
+
+def eval_params(seed):
+    """What changes an evaluation: the tasks and generation settings, seed and numerics.
+    `seed`: a function of the job's wildcards."""
     return {
         "suites": SUITES,
         "tasks": config["evaluation"]["tasks"],
@@ -382,7 +408,7 @@ def eval_params():
         ),
         "include_path": config["evaluation"]["include_path"],
         "sandbox": config["evaluation"]["sandbox"],
-        "seed": config["seed"],
+        "seed": seed,
         "numerics": NUMERICS,
     }
 
@@ -403,3 +429,188 @@ def paper_eval_inputs():
             f"results/evaldata/{name}.jsonl" for name in evaluation["benchmarks"]
         ],
     }
+
+
+# ---- tables and figures --------------------------------------------------------------------
+# Every table and figure rule takes `evals` (evaluation folders, every seed) and `models`
+# (trained model folders whose training records give the steps), and its step program reads
+# them with mtl.results.collect. θ_G's evaluation and model are shared by the seeds.
+
+
+def tag(name):
+    """A merge method's tag in targets, by its registry name."""
+    return METHODS[name].tag
+
+
+def seeded_evals(ids):
+    return [eval_dir(seeded(seed, i)) for seed in SEEDS for i in ids]
+
+
+def seeded_models(ids):
+    return [model_dir(seeded(seed, i)) for seed in SEEDS for i in ids]
+
+
+def table_inputs(eval_ids, model_ids=()):
+    """θ_G's evaluation and model, and the given seeded evaluations and models (every seed)."""
+    return {
+        "evals": [eval_dir("general"), *seeded_evals(eval_ids)],
+        "models": [THETA_G, *seeded_models(model_ids)],
+    }
+
+
+def regime_ids(regimes, pairs):
+    return [f"{regime}-{skill}-{size}" for regime in regimes for skill, size in pairs]
+
+
+def ptm_models(pairs):
+    """The θ_D a merge of `pairs` is made from (their steps are the merge's cost)."""
+    return regime_ids(["ptm"], pairs)
+
+
+def table2_inputs(wildcards):
+    """Table 2 (science across data sizes): CFT, RT and PTM (heuristic ω and the ω grid) at
+    every size of data.skills.science.sizes."""
+    pairs = [("science", size) for size in config["data"]["skills"]["science"]["sizes"]]
+    merges = [
+        merge_id(TABLE_METHOD, w, [p]) for p in pairs for w in ("heuristic", "grid")
+    ]
+    return table_inputs(
+        regime_ids(["cft", "rt"], pairs) + merges,
+        regime_ids(["cft", "rt", "ptm"], pairs),
+    )
+
+
+def table3_inputs(wildcards):
+    """Table 3: per skill (first size), CFT and RT, and PTM at the heuristic and grid ω.
+    Also the first seed's folders by role, for the step program that reads them so."""
+    pairs = main_pairs()
+    merges = {
+        w: [merge_id(TABLE_METHOD, w, [p]) for p in pairs]
+        for w in ("heuristic", "grid")
+    }
+    ids = {regime: regime_ids([regime], pairs) for regime in ("cft", "rt", "ptm")}
+    first = SEEDS[0]
+    return {
+        **table_inputs(
+            ids["cft"] + ids["rt"] + merges["heuristic"] + merges["grid"],
+            ids["cft"] + ids["rt"] + ids["ptm"],
+        ),
+        "baseline": eval_dir("general"),
+        **{r: [eval_dir(seeded(first, i)) for i in ids[r]] for r in ("cft", "rt")},
+        **{w: [eval_dir(seeded(first, i)) for i in merges[w]] for w in merges},
+        **{f"{r}_model": [model_dir(seeded(first, i)) for i in ids[r]] for r in ids},
+    }
+
+
+def table4_inputs(wildcards):
+    """Table 4 (all skills at once): PTM at the heuristic ω, CFT and RT on D_1 ∪ … ∪ D_K."""
+    pairs = main_pairs()
+    together = skillset_id(pairs)
+    multi = [f"cft-{together}", f"rt-{together}"]
+    return table_inputs(
+        [merge_id(TABLE_METHOD, "heuristic", pairs), *multi],
+        [*multi, *ptm_models(pairs)],
+    )
+
+
+def table5_inputs(wildcards):
+    """Table 5: each skill, every pair and all skills merged at the heuristic ω. Also the
+    first seed's merges by role, for the step program that reads them so."""
+    return {
+        **table_inputs(table5_merges(), ptm_models(main_pairs())),
+        "baseline": eval_dir("general"),
+        "merges": [eval_dir(seeded(SEEDS[0], m)) for m in table5_merges()],
+    }
+
+
+# Table 6: the three-skill merge by each method at the heuristic ω (density: merge.density).
+TABLE6_METHODS = ["task_arithmetic", "ties", "dare", "dare_ties"]
+
+
+def table6_inputs(wildcards):
+    pairs = main_pairs()
+    return table_inputs(
+        [merge_id(tag(name), "heuristic", pairs) for name in TABLE6_METHODS],
+        ptm_models(pairs),
+    )
+
+
+def grid_ids(names, pairs):
+    """One-skill ω sweeps of each method, per skill."""
+    return [merge_id(tag(name), "grid", [p]) for p in pairs for name in names]
+
+
+def figure1_inputs(wildcards):
+    """Figure 1: the table method's ω sweep per skill. Also the first seed's sweeps by role."""
+    sweeps = grid_ids([METHOD_TAGS[TABLE_METHOD]], main_pairs())
+    return {
+        **table_inputs(sweeps),
+        "baseline": eval_dir("general"),
+        "sweeps": [eval_dir(seeded(SEEDS[0], m)) for m in sweeps],
+    }
+
+
+# Figure 2 (the paper's is science): WiSE-FT from θ_CFT on D against θ_CFT on D + as much G.
+FIGURE2_SKILLS = ["science"]
+FIGURE2_METHODS = ["wise_ft", "wise_ft_match"]
+# Figures 3 and 4: the three PTM-style methods along ω (figure 4: safety, General vs ExRef).
+SWEEP_METHODS = ["task_arithmetic", "linear", "wise_ft"]
+
+
+def figure2_inputs(wildcards):
+    pairs = main_pairs([s for s in FIGURE2_SKILLS if s in SKILLS])
+    return table_inputs(
+        grid_ids(FIGURE2_METHODS, pairs), regime_ids(["cft", "cft-match"], pairs)
+    )
+
+
+def figure3_inputs(wildcards):
+    return table_inputs(grid_ids(SWEEP_METHODS, main_pairs()))
+
+
+def figure4_inputs(wildcards):
+    return table_inputs(grid_ids(SWEEP_METHODS, main_pairs(["safety"])))
+
+
+def figure5_inputs(wildcards):
+    """Figure 5: every model trained on safety data: CFT, RT (safety alone and all skills)
+    and PTM (the heuristic ω and the grid, safety alone and the all-skill merge)."""
+    safety = main_pairs(["safety"])
+    together = skillset_id(main_pairs())
+    models = regime_ids(["cft", "rt"], safety) + [f"cft-{together}", f"rt-{together}"]
+    merges = [merge_id(TABLE_METHOD, w, safety) for w in ("heuristic", "grid")]
+    merges.append(merge_id(TABLE_METHOD, "heuristic", main_pairs()))
+    return table_inputs(models + merges, models + ptm_models(main_pairs()))
+
+
+# Which tables and figures this config can make: Table 2 and Figure 2 need science, Figures 4
+# and 5 safety (the paper's skills); the rest any skills.
+TABLE_INPUTS = {
+    "table2": table2_inputs,
+    "table3": table3_inputs,
+    "table4": table4_inputs,
+    "table5": table5_inputs,
+    "table6": table6_inputs,
+    "figure1": figure1_inputs,
+    "figure2": figure2_inputs,
+    "figure3": figure3_inputs,
+    "figure4": figure4_inputs,
+    "figure5": figure5_inputs,
+}
+NEEDS_SKILL = {
+    "table2": "science",
+    "figure2": "science",
+    "figure4": "safety",
+    "figure5": "safety",
+}
+TABLES = [name for name in TABLE_INPUTS if NEEDS_SKILL.get(name, SKILLS[0]) in SKILLS]
+
+
+def all_results_inputs(wildcards):
+    """Every evaluation (and trained model) that a table or figure of this config reads."""
+    evals, models = {}, {}
+    for name in TABLES:
+        inputs = TABLE_INPUTS[name](wildcards)
+        evals.update(dict.fromkeys(inputs["evals"]))
+        models.update(dict.fromkeys(inputs["models"]))
+    return {"evals": list(evals), "models": list(models)}

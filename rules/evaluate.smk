@@ -14,7 +14,11 @@ rule evaluate_model:
     benchmark:
         bench_path("evaluate_model", "{model}")
     wildcard_constraints:
-        model="pretrained|general|(" + "|".join(REGIMES) + ")-[a-z0-9_]+-[a-z0-9]+",
+        # θ_pre and θ_G (shared), or a seed's trained model: seed-<N>/<regime>-<skillset>.
+        model="pretrained|general|seed-[0-9]+/(?:"
+        + "|".join(REGIMES)
+        + ")-"
+        + SKILLSET_PATTERN,
     conda:
         "../envs/eval.yaml"
     threads: res("evaluate", "threads")
@@ -23,7 +27,7 @@ rule evaluate_model:
         mem_mb=scaled("evaluate", "mem_mb"),
         runtime=scaled("evaluate", "runtime"),
     params:
-        **eval_params(),
+        **eval_params(seed=model_seed),
         recipe=None,
     script:
         "../scripts/evaluate.py"
@@ -37,11 +41,17 @@ rule evaluate_merge:
         **paper_eval_inputs(),
         suites=suite_data(),
     output:
-        **artifact(eval_dir("merge-{method}-{weighting}-{skillset}"), folder=True),
+        **artifact(
+            eval_dir("seed-{seed}/merge-{method}-{weighting}-{skillset}"), folder=True
+        ),
     log:
-        log_path("evaluate_merge", "{method}", "{weighting}", "{skillset}"),
+        log_path(
+            "evaluate_merge", "seed-{seed}", "{method}", "{weighting}", "{skillset}"
+        ),
     benchmark:
-        bench_path("evaluate_merge", "{method}", "{weighting}", "{skillset}")
+        bench_path(
+            "evaluate_merge", "seed-{seed}", "{method}", "{weighting}", "{skillset}"
+        )
     conda:
         "../envs/eval.yaml"
     threads: res("evaluate", "threads")
@@ -50,7 +60,7 @@ rule evaluate_merge:
         mem_mb=scaled("evaluate", "mem_mb"),
         runtime=scaled("evaluate", "runtime"),
     params:
-        **eval_params(),
+        **eval_params(seed=wildcard_seed),
         recipe=merge_params,
     script:
         "../scripts/evaluate.py"

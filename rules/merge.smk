@@ -2,16 +2,16 @@
 
 
 rule task_vector:
-    """τ_D = θ_D − θ_pre, streamed tensor by tensor into one safetensors file."""
+    """τ_D = θ_D − θ_pre (θ_D of one seed), streamed tensor by tensor into one file."""
     input:
         theta_pre=THETA_PRE,
-        theta_d=model_dir("ptm-{skill}-{size}"),
+        theta_d=model_dir("seed-{seed}/ptm-{skill}-{size}"),
     output:
         **artifact(task_vector_path("{skill}", "{size}")),
     log:
-        log_path("task_vector", "{skill}", "{size}"),
+        log_path("task_vector", "seed-{seed}", "{skill}", "{size}"),
     benchmark:
-        bench_path("task_vector", "{skill}", "{size}")
+        bench_path("task_vector", "seed-{seed}", "{skill}", "{size}")
     conda:
         "../envs/merge.yaml"
     threads: 1
@@ -30,11 +30,16 @@ rule merge_model:
     input:
         unpack(merge_inputs),
     output:
-        **artifact("results/merged/merge-{method}-{weighting}-{skillset}", folder=True),
+        **artifact(
+            "results/merged/seed-{seed}/merge-{method}-{weighting}-{skillset}",
+            folder=True,
+        ),
     log:
-        log_path("merge_model", "{method}", "{weighting}", "{skillset}"),
+        log_path("merge_model", "seed-{seed}", "{method}", "{weighting}", "{skillset}"),
     benchmark:
-        bench_path("merge_model", "{method}", "{weighting}", "{skillset}")
+        bench_path(
+            "merge_model", "seed-{seed}", "{method}", "{weighting}", "{skillset}"
+        )
     wildcard_constraints:
         weighting="heuristic",
     conda:

@@ -1,17 +1,22 @@
-"""The paper's tables, computed from the evaluation JSONs only."""
+"""The paper's tables and figures, computed from the evaluation JSONs only.
+
+Every rule reads `evals` and `models` (every seed; rules/common.smk) with mtl.results.collect.
+"""
 
 
-rule table5:
-    """Table 5: θ_G, each skill at its heuristic ω, every pair, and all skills merged."""
+rule table2:
+    """Table 2: science across data sizes: θ_G and the best CFT, RT and PTM (over sizes, and ω
+    for PTM), each with its size, ω and training steps."""
     input:
-        baseline=eval_dir("general"),
-        merges=[eval_dir(m) for m in table5_merges()],
+        unpack(table2_inputs),
     output:
-        **artifact("results/table5.csv"),
+        **artifact("results/table2.csv"),
+        figure="results/figures/table2.png",
+        figure_prov=prov("results/figures/table2.png"),
     log:
-        log_path("table5"),
+        log_path("table2"),
     benchmark:
-        bench_path("table5")
+        bench_path("table2")
     conda:
         "../envs/report.yaml"
     threads: 1
@@ -21,8 +26,11 @@ rule table5:
     params:
         suites=SUITES,
         skills=SKILLS,
+        seeds=SEEDS,
+        method=TABLE_METHOD,
+        sizes=config["data"]["skills"]["science"]["sizes"],
     script:
-        "../scripts/table.py"
+        "../scripts/table2.py"
 
 
 rule table3:
@@ -46,18 +54,93 @@ rule table3:
     params:
         suites=SUITES,
         skills=SKILLS,
+        seeds=SEEDS,
+        method=TABLE_METHOD,
     script:
         "../scripts/table3.py"
+
+
+rule table4:
+    """Table 4: all skills at once: θ_G, PTM at the heuristic ω, CFT and RT on every skill."""
+    input:
+        unpack(table4_inputs),
+    output:
+        **artifact("results/table4.csv"),
+    log:
+        log_path("table4"),
+    benchmark:
+        bench_path("table4")
+    conda:
+        "../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=scaled("default", "mem_mb"),
+        runtime=scaled("default", "runtime"),
+    params:
+        suites=SUITES,
+        skills=SKILLS,
+        seeds=SEEDS,
+        method=TABLE_METHOD,
+    script:
+        "../scripts/table4.py"
+
+
+rule table5:
+    """Table 5: θ_G, each skill at its heuristic ω, every pair, and all skills merged."""
+    input:
+        unpack(table5_inputs),
+    output:
+        **artifact("results/table5.csv"),
+    log:
+        log_path("table5"),
+    benchmark:
+        bench_path("table5")
+    conda:
+        "../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=scaled("default", "mem_mb"),
+        runtime=scaled("default", "runtime"),
+    params:
+        suites=SUITES,
+        skills=SKILLS,
+        seeds=SEEDS,
+        method=TABLE_METHOD,
+    script:
+        "../scripts/table.py"
+
+
+rule table6:
+    """Table 6: the all-skill merge at the heuristic ω by TA, TIES, DARE and DARE-TIES."""
+    input:
+        unpack(table6_inputs),
+    output:
+        **artifact("results/table6.csv"),
+    log:
+        log_path("table6"),
+    benchmark:
+        bench_path("table6")
+    conda:
+        "../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=scaled("default", "mem_mb"),
+        runtime=scaled("default", "runtime"),
+    params:
+        suites=SUITES,
+        skills=SKILLS,
+        seeds=SEEDS,
+        method=TABLE_METHOD,
+        methods=[tag(name) for name in TABLE6_METHODS],
+        density=config["merge"]["density"],
+    script:
+        "../scripts/table6.py"
 
 
 rule figure1:
     """Figure 1: general and skill scores along the ω grid, the heuristic ω marked."""
     input:
-        baseline=eval_dir("general"),
-        sweeps=[
-            eval_dir(merge_id(TABLE_METHOD, "grid", [(skill, first_size(skill))]))
-            for skill in SKILLS
-        ],
+        unpack(figure1_inputs),
     output:
         **artifact("results/figure1.csv"),
         figure="results/figures/figure1.png",
@@ -72,5 +155,168 @@ rule figure1:
     resources:
         mem_mb=scaled("default", "mem_mb"),
         runtime=scaled("default", "runtime"),
+    params:
+        suites=SUITES,
+        skills=SKILLS,
+        seeds=SEEDS,
+        method=TABLE_METHOD,
     script:
         "../scripts/figure.py"
+
+
+rule figure2:
+    """Figure 2: WiSE-FT along ω from θ_CFT trained on D, and on D plus as much G."""
+    input:
+        unpack(figure2_inputs),
+    output:
+        **artifact("results/figure2.csv"),
+        figure="results/figures/figure2.png",
+        figure_prov=prov("results/figures/figure2.png"),
+    log:
+        log_path("figure2"),
+    benchmark:
+        bench_path("figure2")
+    conda:
+        "../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=scaled("default", "mem_mb"),
+        runtime=scaled("default", "runtime"),
+    params:
+        suites=SUITES,
+        skills=SKILLS,
+        seeds=SEEDS,
+        method=TABLE_METHOD,
+        methods=[tag(name) for name in FIGURE2_METHODS],
+    script:
+        "../scripts/figure2.py"
+
+
+rule figure3:
+    """Figure 3: per skill, task arithmetic, linear and WiSE-FT along ω (General vs. skill)."""
+    input:
+        unpack(figure3_inputs),
+    output:
+        **artifact("results/figure3.csv"),
+        figure="results/figures/figure3.png",
+        figure_prov=prov("results/figures/figure3.png"),
+    log:
+        log_path("figure3"),
+    benchmark:
+        bench_path("figure3")
+    conda:
+        "../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=scaled("default", "mem_mb"),
+        runtime=scaled("default", "runtime"),
+    params:
+        suites=SUITES,
+        skills=SKILLS,
+        seeds=SEEDS,
+        method=TABLE_METHOD,
+        methods=[tag(name) for name in SWEEP_METHODS],
+    script:
+        "../scripts/figure3.py"
+
+
+rule figure4:
+    """Figure 4: General vs. exaggerated refusals along the safety ω grid, per method."""
+    input:
+        unpack(figure4_inputs),
+    output:
+        **artifact("results/figure4.csv"),
+        figure="results/figures/figure4.png",
+        figure_prov=prov("results/figures/figure4.png"),
+    log:
+        log_path("figure4"),
+    benchmark:
+        bench_path("figure4")
+    conda:
+        "../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=scaled("default", "mem_mb"),
+        runtime=scaled("default", "runtime"),
+    params:
+        suites=SUITES,
+        skills=SKILLS,
+        seeds=SEEDS,
+        method=TABLE_METHOD,
+        methods=[tag(name) for name in SWEEP_METHODS],
+    script:
+        "../scripts/figure4.py"
+
+
+rule figure5:
+    """Figure 5: General vs. exaggerated refusals of every model trained on safety data."""
+    input:
+        unpack(figure5_inputs),
+    output:
+        **artifact("results/figure5.csv"),
+        figure="results/figures/figure5.png",
+        figure_prov=prov("results/figures/figure5.png"),
+    log:
+        log_path("figure5"),
+    benchmark:
+        bench_path("figure5")
+    conda:
+        "../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=scaled("default", "mem_mb"),
+        runtime=scaled("default", "runtime"),
+    params:
+        suites=SUITES,
+        skills=SKILLS,
+        seeds=SEEDS,
+        method=TABLE_METHOD,
+    script:
+        "../scripts/figure5.py"
+
+
+rule all_results:
+    """results/all_results.csv: one row per evaluated model or merge point, seed, suite and
+    metric, for every evaluation a table or figure reads (mtl.results.COLUMNS)."""
+    input:
+        unpack(all_results_inputs),
+    output:
+        **artifact("results/all_results.csv"),
+    log:
+        log_path("all_results"),
+    benchmark:
+        bench_path("all_results")
+    conda:
+        "../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=scaled("default", "mem_mb"),
+        runtime=scaled("default", "runtime"),
+    script:
+        "../scripts/all_results.py"
+
+
+rule claims:
+    """results/claims.csv: each claim of the paper the tables support, decided on the mean
+    and spread over the seeds."""
+    input:
+        results="results/all_results.csv",
+    output:
+        **artifact("results/claims.csv"),
+    log:
+        log_path("claims"),
+    benchmark:
+        bench_path("claims")
+    conda:
+        "../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=scaled("default", "mem_mb"),
+        runtime=scaled("default", "runtime"),
+    params:
+        suites=SUITES,
+        skills=SKILLS,
+        seeds=SEEDS,
+        method=TABLE_METHOD,
+    script:
+        "../scripts/claims.py"

@@ -80,15 +80,17 @@ rule train_general:
 
 
 rule train_regime:
-    """θ_D (ptm), θ_CFT (cft), θ_RT (rt) or θ_CFT on D plus as much G (cft-match)."""
+    """θ_D (ptm), θ_CFT (cft), θ_RT (rt) or θ_CFT on D plus as much G (cft-match), at one
+    seed; on one skill, or on the union of several (a skillset: Table 4's CFT and RT).
+    """
     input:
         unpack(regime_inputs),
     output:
-        **artifact(model_dir("{regime}-{skill}-{size}"), folder=True),
+        **artifact(model_dir("seed-{seed}/{regime}-{skillset}"), folder=True),
     log:
-        log_path("train_regime", "{regime}", "{skill}", "{size}"),
+        log_path("train_regime", "seed-{seed}", "{regime}", "{skillset}"),
     benchmark:
-        bench_path("train_regime", "{regime}", "{skill}", "{size}")
+        bench_path("train_regime", "seed-{seed}", "{regime}", "{skillset}")
     conda:
         "../envs/train.yaml"
     threads: res("finetune", "threads")
@@ -97,9 +99,9 @@ rule train_regime:
         mem_mb=scaled("finetune", "mem_mb"),
         runtime=scaled("finetune", "runtime"),
     params:
-        **train_params("finetune"),
+        **train_params("finetune", seed=wildcard_seed),
         **finetune_params(),
         regime="{regime}",
-        resume_dir="results/.resume/{regime}-{skill}-{size}",
+        resume_dir="results/.resume/seed-{seed}/{regime}-{skillset}",
     script:
         "../scripts/train.py"

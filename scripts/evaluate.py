@@ -69,17 +69,20 @@ with Step.from_snakemake(smk, seed=params.seed, config_keys=["evaluation"]) as s
             })
         write_json(Path(tmp) / "summary.json", {
             "model": Path(smk.output.artifact).name,
+            # The seed of this evaluation (and of the trained models and merge it evaluates).
+            "seed": params.seed,
             "recipe": params.recipe,
             "heuristic_omega": heuristic,
             "points": summary,
         })
     if recipe is not None:
         # The merged models were never written; the record says how to re-make each one
-        # (`snakemake results/merged/<id>` writes a heuristic-ω merge to disk).
+        # (`snakemake results/merged/seed-<N>/<id>` writes a heuristic-ω merge to disk).
         name = Path(smk.output.artifact).name
+        merged = Path("results/merged") / Path(smk.output.artifact).parent.name / name
         step.note(derived=[{"id": f"{name}@{p['omega']}", "kept": False,
                             "recipe": {**params.recipe, "omega": p["omega"]},
-                            **({"path": f"results/merged/{name}"}
+                            **({"path": merged.as_posix()}
                                if recipe.weighting == "heuristic" else {})}
                            for p in summary],
                   omegas=[p["omega"] for p in summary])

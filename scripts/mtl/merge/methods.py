@@ -44,6 +44,9 @@ def _sign_elected_sum(
     return torch.add(base, mixed, out=out)
 
 
+SkillsFrom = Literal["pre", "general", "general_match"]
+SKILL_REGIMES: dict[str, str] = {"pre": "ptm", "general": "cft", "general_match": "cft-match"}
+
 MethodFn = Callable[[TensorInputs, tuple[float, ...], torch.Tensor], torch.Tensor]
 
 
@@ -56,11 +59,18 @@ class Method:
     formula: str
     tag: str  # the method's short name in the workflow's targets (merge-<tag>-…)
     skills_as: Literal["tau", "theta"]  # which view of the skill inputs the method reads
-    skills_from: Literal["pre", "general"]  # skill models finetuned from θ_pre (PTM) or θ_G (CFT)
+    # The skill models' training: from θ_pre on D (PTM), from θ_G on D (CFT), or from θ_G on D
+    # plus as many general examples (CFT-match).
+    skills_from: SkillsFrom
     needs_theta_pre: bool  # beyond what converting between τ_k and θ_k needs
     options: tuple[str, ...]  # the EngineOptions fields it reads (for recipes)
     mergekit: str | None  # mergekit's name for the method, if it has one
     elementwise: bool  # each output entry depends on the same entry of the inputs only
+
+    @property
+    def skill_regime(self) -> str:
+        """The workflow's regime that trains the skill models (results/models/<regime>-…)."""
+        return SKILL_REGIMES[self.skills_from]
 
     def __call__(
         self, x: TensorInputs, omega: tuple[float, ...], out: torch.Tensor
@@ -77,7 +87,7 @@ def register(
     formula: str,
     tag: str,
     skills_as: Literal["tau", "theta"],
-    skills_from: Literal["pre", "general"] = "pre",
+    skills_from: SkillsFrom = "pre",
     needs_theta_pre: bool = False,
     options: tuple[str, ...] = (),
     mergekit: str | None = None,
@@ -148,6 +158,22 @@ def linear(x: TensorInputs, omega: tuple[float, ...], out: torch.Tensor) -> torc
 )
 def wise_ft(x: TensorInputs, omega: tuple[float, ...], out: torch.Tensor) -> torch.Tensor:
     # Linear interpolation whose endpoint was trained from θ_G, so θ_pre plays no part.
+    return linear(x, omega, out)
+
+
+@register(
+    "wise_ft_match",
+    formula="θ = (1 − ω)·θ_G + ω·θ_CFT-match   (θ_G continued on D plus as many G examples)",
+    tag="wiseftmatch",
+    skills_from="general_match",
+    skills_as="theta",
+    mergekit="linear",
+    elementwise=True,
+)
+def wise_ft_match(
+    x: TensorInputs, omega: tuple[float, ...], out: torch.Tensor
+) -> torch.Tensor:
+    # WiSE-FT itself; only its endpoint's training differs (the paper's Figure 2 compares them).
     return linear(x, omega, out)
 
 
