@@ -74,7 +74,9 @@ with Step.from_snakemake(smk, seed=params.seed) as step:
         examples = encode_corpus(read_jsonl(smk.input.corpus, required=("text",)), tokenizer,
                                  cfg.max_len)
     else:
-        rows = read_jsonl(smk.input.data, required=("messages",))
+        # One skill's subset, or several (a skillset: CFT or RT on D_1 ∪ … ∪ D_K).
+        skill_files = [smk.input.data] if isinstance(smk.input.data, str) else smk.input.data
+        rows = [row for path in skill_files for row in read_jsonl(path, required=("messages",))]
         if regime in ("rt", "cft-match"):
             general = read_jsonl(smk.input.general, required=("messages",))
             if regime == "cft-match":
@@ -83,7 +85,8 @@ with Step.from_snakemake(smk, seed=params.seed) as step:
                 general = random.Random(params.seed).sample(general, min(len(rows),
                                                                          len(general)))
             rows = general + rows
-        examples = encode_chat(rows, tokenizer, cfg.max_len, source=str(smk.input.data))
+        examples = encode_chat(rows, tokenizer, cfg.max_len,
+                               source=", ".join(map(str, skill_files)))
     data_files = [f for f in smk.input if not Path(f).is_dir()]
     log.info("%d training sequences from %s", len(examples), ", ".join(map(str, data_files)))
 
