@@ -16,8 +16,9 @@ with Step.from_snakemake(smk, config_keys=["evaluation", "merge"]) as step:
     with atomic_file(smk.output.artifact) as handle:
         frame.to_csv(handle, index=False)
     # Which file and which config keys each cell comes from (`mtl-audit --cells`).
+    folders = {Path(f).name: Path(f) for f in [smk.input.baseline, *smk.input.merges]}
     for _, row in frame.iterrows():
-        folder = Path("results/evals") / row["source"]
+        folder = folders[row["source"]]
         for suite in smk.params.suites:
             step.note_cell(row["model"], COLUMNS[suite], [str(folder / f"{suite}.json")],
                            config=["evaluation.suites"])

@@ -32,8 +32,10 @@ with Step.from_snakemake(smk, config_keys=["evaluation", "merge", "training"]) a
     with atomic_file(smk.output.figure, "wb") as handle:
         plot_procedures(frame, omega_sweep(list(smk.input.grid), smk.input.baseline), handle)
     # Which evaluation file each score comes from (`mtl-audit --cells`).
+    folders = {Path(f).name: Path(f) for group in procedures.values() for f in group.values()}
+    folders[Path(smk.input.baseline).name] = Path(smk.input.baseline)
     for _, row in frame.iterrows():
-        folder = Path("results/evals") / row["source"]
+        folder = folders[row["source"]]
         for column in ("General", "Skill", "ExRef"):
             suite = row["skill"] if column == "Skill" else column.lower()
             if column in row and suite in smk.params.suites:
