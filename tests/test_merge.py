@@ -548,7 +548,8 @@ def test_heuristic_omega() -> None:
 
 
 def test_registry_uses_paper_names() -> None:
-    assert set(METHODS) == {"task_arithmetic", "linear", "wise_ft", "ties", "dare", "dare_ties"}
+    assert set(METHODS) == {"task_arithmetic", "linear", "wise_ft", "wise_ft_match", "ties",
+                            "dare", "dare_ties"}
     assert {m.mergekit for m in METHODS.values()} == {
         "task_arithmetic",
         "linear",

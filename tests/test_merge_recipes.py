@@ -106,7 +106,8 @@ def _skills(recipe: Recipe, paths: dict[str, Path]) -> list[Path]:
     """The inputs a workflow target gives the method (rules/common.smk's skill_input)."""
     if recipe.skill_inputs == "task_vectors":
         return [paths["tv0"], paths["tv1"]]
-    regime = "cft" if recipe.spec.skills_from == "general" else "ptm"
+    # θ_CFT stands in for every model continued from θ_G (cft, cft-match).
+    regime = "ptm" if recipe.spec.skills_from == "pre" else "cft"
     return [paths[f"{regime}0"], paths[f"{regime}1"]]
 
 

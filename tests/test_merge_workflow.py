@@ -12,7 +12,15 @@ import torch
 import yaml
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
-from workflow import TEST_CONFIG, clone_run, copy_repo, planned_jobs, snakemake
+from workflow import (
+    TEST_CONFIG,
+    TEST_SEEDS,
+    clone_run,
+    copy_repo,
+    planned_jobs,
+    seeded,
+    snakemake,
+)
 
 from mtl.merge import METHODS, Recipe
 
@@ -38,7 +46,7 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
 def test_every_method_runs_from_its_target_in_memory_and_on_disk(toy_run, tmp_path):
     run = clone_run(toy_run, tmp_path / "run")
     ids = {name: f"merge-{method.tag}-heuristic-science-all" for name, method in METHODS.items()}
-    targets = [f"results/{kind}/{i}" for i in ids.values() for kind in ("merged", "evals")]
+    targets = [seeded(kind, i) for i in ids.values() for kind in ("merged", "evals")]
     snakemake(run, *targets, "--cores", "2", *TEST_CONFIG)
 
     config = _config(run)
@@ -46,28 +54,28 @@ def test_every_method_runs_from_its_target_in_memory_and_on_disk(toy_run, tmp_pa
         run / "results/data/general/all.jsonl"
     )
     for name, target in ids.items():
-        summary = json.loads((run / "results/evals" / target / "summary.json").read_text())
+        summary = json.loads((run / seeded("evals", target) / "summary.json").read_text())
         assert summary["recipe"]["method"] == name
         (point,) = summary["points"]
         assert point["omega"] == pytest.approx([omega])
         # The model on disk equals the in-memory merge of the same recipe at the same ω.
-        recipe = Recipe.from_config(config["merge"], seed=config["seed"], method=name,
+        # The recipe of the target's seed (DARE's drop masks).
+        recipe = Recipe.from_config(config["merge"], seed=TEST_SEEDS[0], method=name,
                                     skills=["science"])
-        regime = "cft" if recipe.spec.skills_from == "general" else "ptm"
-        skills = [run / ("results/taskvectors/science-all.safetensors"
+        skills = [run / (seeded("taskvectors", "science-all.safetensors")
                          if recipe.skill_inputs == "task_vectors"
-                         else f"results/models/{regime}-science-all")]
+                         else seeded("models", f"{recipe.spec.skill_regime}-science-all"))]
         pre = run / "results/models/pretrained" if recipe.needs_theta_pre else None
         model = AutoModelForCausalLM.from_pretrained(run / "results/models/general",
                                                      dtype=torch.float32)
         recipe.in_place(model, skills, pre).apply(point["omega"])
         model.save_pretrained(tmp_path / f"memory-{name}")
-        disk = _weights(run / "results/merged" / target)
+        disk = _weights(run / seeded("merged", target))
         memory = _weights(tmp_path / f"memory-{name}")
         assert disk.keys() == memory.keys()
         for tensor_name, tensor in disk.items():
             assert torch.equal(tensor, memory[tensor_name]), f"{name}: {tensor_name}"
-        card = (run / "results/merged" / target / "README.md").read_text()
+        card = (run / seeded("merged", target) / "README.md").read_text()
         assert f"**{name}**" in card and f"ω = {point['omega']}" in card
 
 
@@ -75,7 +83,7 @@ def test_recorded_omega_is_the_subset_sizes_for_every_skill(toy_run):
     """Each evaluated merge records the ω it applied, per skill in skillset order: |D_k|/|G|
     counted from the data files (Table 5's ω columns are read from these records)."""
     n_general = _rows(toy_run / "results/data/general/all.jsonl")
-    folders = sorted(p for p in (toy_run / "results/evals").glob("merge-ta-heuristic-*")
+    folders = sorted(p for p in (toy_run / "results/evals").glob("seed-*/merge-ta-heuristic-*")
                      if p.is_dir())
     assert any("+" in f.name for f in folders), "no multi-skill merge to check"
     for folder in folders:
@@ -95,7 +103,8 @@ def test_merge_method_drives_the_tables(toy_run, tmp_path):
     override.write_text(yaml.safe_dump({"merge": {"method": "ties"}}))
     planned = planned_jobs(toy_run, "results/table5.csv", *TEST_CONFIG, str(override))
     merges = {wildcards for rule, wildcards in planned if rule == "evaluate_merge"}
-    assert len(merges) == 7 and all(w.startswith("method=ties,") for w in merges)
+    assert len(merges) == 7 * len(TEST_SEEDS)
+    assert all(", method=ties," in w for w in merges)
 
 
 @pytest.mark.parametrize(

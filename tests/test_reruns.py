@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from workflow import TEST_CONFIG, copy_repo, planned_jobs, snakemake
+from workflow import TEST_CONFIG, TEST_SEEDS, copy_repo, planned_jobs, snakemake
 
 from mtl.world import WorldSpec, build_world
 
@@ -116,10 +116,12 @@ def test_a_coding_ratio_edit_plans_exactly_coding_and_its_dependents(toy_run, tm
     assert planned == {
         ("world_dataset", "dataset=coding"),
         ("subset", "dataset=coding, size=all"),
-        ("train_regime", "regime=ptm, skill=coding, size=all"),
-        ("task_vector", "skill=coding, size=all"),
-        *{("evaluate_merge", f"method=ta, weighting=heuristic, skillset={m}")
-          for m in CODING_MERGES},
+        *{job for seed in TEST_SEEDS for job in (
+            ("train_regime", f"seed={seed}, regime=ptm, skillset=coding-all"),
+            ("task_vector", f"seed={seed}, skill=coding, size=all"),
+            *{("evaluate_merge", f"seed={seed}, method=ta, weighting=heuristic, skillset={m}")
+              for m in CODING_MERGES},
+        )},
         ("table5", ""),
     }
 
@@ -165,14 +167,16 @@ def test_paper_scale_adding_a_coding_size_trains_only_that_size(paper_dag, tmp_p
     override = tmp_path / "coding-size.yaml"
     override.write_text(yaml.safe_dump(
         {"data": {"skills": {"coding": {**coding, "sizes": [*coding["sizes"], "n500"]}}}}))
-    merge = "results/evals/merge-ta-heuristic-coding-n500"
+    # Paper scale runs one seed (config/paper.yaml).
+    (seed,) = yaml.safe_load((paper_dag / "config/paper.yaml").read_text())["seeds"]
+    merge = f"results/evals/seed-{seed}/merge-ta-heuristic-coding-n500"
     planned = planned_jobs(paper_dag, "results/table5.csv", merge, *PAPER, str(override))
     # No re-download of coding, no retraining of its first size, table 5 (first sizes) untouched.
     assert planned == {
         ("subset", "dataset=coding, size=n500"),
-        ("train_regime", "regime=ptm, skill=coding, size=n500"),
-        ("task_vector", "skill=coding, size=n500"),
-        ("evaluate_merge", "method=ta, weighting=heuristic, skillset=coding-n500"),
+        ("train_regime", f"seed={seed}, regime=ptm, skillset=coding-n500"),
+        ("task_vector", f"seed={seed}, skill=coding, size=n500"),
+        ("evaluate_merge", f"seed={seed}, method=ta, weighting=heuristic, skillset=coding-n500"),
     }
 
 
@@ -193,7 +197,9 @@ def test_paper_scale_a_download_key_refetches_that_dataset(paper_dag, tmp_path) 
         {"data": {"skills": {"coding": {**coding, "revision": "0123abc"}}}}))
     planned = planned_jobs(paper_dag, "results/table5.csv", *PAPER, str(override))
     assert ("fetch_dataset", "dataset=coding") in planned
-    assert not any(w.startswith("dataset=science") or "skill=science" in w for _, w in planned)
+    assert not any(w.startswith("dataset=science") or "skill=science" in w
+                   or (rule == "train_regime" and "skillset=science" in w)
+                   for rule, w in planned)
 
 
 @pytest.mark.slow

@@ -23,7 +23,9 @@ import yaml
 from safetensors import safe_open
 from workflow import REPO, copy_repo, snakemake
 
-TARGET = "results/merged/merge-ta-heuristic-science-pertask20+safety-all+coding-all"
+# The stand-in runs one seed (config/standin.yaml): its skill models and merges live there.
+SEED = yaml.safe_load((REPO / "config" / "standin.yaml").read_text())["seeds"][0]
+TARGET = f"results/merged/seed-{SEED}/merge-ta-heuristic-science-pertask20+safety-all+coding-all"
 TABLES = ["results/table5.csv", "results/table5_vs_paper.csv"]
 CONFIG = ["--configfile", "config/standin.yaml"]
 
@@ -72,7 +74,8 @@ def test_standin_trains_theta_g_and_theta_d_in_two_processes(run):
     base = json.loads((models / "pretrained" / "config.json").read_text())
     tokenizer = json.loads((models / "pretrained" / "tokenizer_config.json").read_text())
     assert "chat_template" not in tokenizer and tokenizer.get("pad_token") is None
-    for name in ("general", "ptm-science-pertask20", "ptm-safety-all", "ptm-coding-all"):
+    for name in ("general", *(f"seed-{SEED}/ptm-{s}" for s in ("science-pertask20", "safety-all",
+                                                               "coding-all"))):
         assert (models / name).is_dir(), f"{name} was not trained:\n{log[-4000:]}"
         record = json.loads((models / f"{name}.prov.json").read_text())
         assert record["notes"]["processes"] == 2, record["notes"]
@@ -117,7 +120,9 @@ def test_standin_evaluates_the_paper_tasks_to_table5(run):
         assert table.loc[merged, f"omega_{skill}"].map(math.isfinite).all(), skill
         assert table.loc[~merged, f"omega_{skill}"].isna().all(), skill
 
-    evals = sorted(p for p in (workdir / "results" / "evals").iterdir() if p.is_dir())
+    root = workdir / "results" / "evals"
+    evals = [root / "general", *sorted(p for p in (root / f"seed-{SEED}").iterdir()
+                                       if p.is_dir())]
     assert len(evals) == 8, [p.name for p in evals]
     judges = {f"results/judges/{key}" for key in config["judges"]}
     evaldata = {f"results/evaldata/{name}.jsonl" for name in config["benchmarks"]}

@@ -13,11 +13,13 @@ import yaml
 from workflow import (
     RESULT_SOURCES,
     TEST_CONFIG,
+    TEST_SEEDS,
     clone_run,
     copy_repo,
     env,
     planned_jobs,
     prov_hashes,
+    seeded,
     snakemake,
 )
 
@@ -72,7 +74,7 @@ def test_table5_has_the_papers_shape(toy_run):
 def test_table5_every_score_and_stderr_is_recomputed_from_lm_evals_samples(toy_run):
     table = pd.read_csv(toy_run / "results/table5.csv")
     for _, row in table.iterrows():
-        eval_dir = toy_run / "results/evals" / row["source"]
+        eval_dir = toy_run / seeded("evals", row["source"])
         for column, (suite, metric) in HEADLINE.items():
             mean, stderr, n = _sample_mean_and_stderr(eval_dir, suite, metric)
             # Every prompt of the suite's evaluation file was scored, once.
@@ -110,7 +112,7 @@ def test_table3_compares_cft_rt_and_ptm_from_the_eval_jsons(toy_run, tmp_path):
     }
     base = table.iloc[0]
     for _, row in table.iterrows():
-        points = json.loads((run / "results/evals" / row["source"] / "summary.json").read_text())[
+        points = json.loads((run / seeded("evals", row["source"]) / "summary.json").read_text())[
             "points"
         ]
         if row["procedure"] == "PTM best ω":
@@ -179,13 +181,17 @@ def test_a_rerun_with_nothing_changed_plans_nothing(toy_run):
 
 
 def _jobs_touching_safety() -> set[tuple[str, str]]:
+    """Safety's subset, and at every seed its θ_D, τ and the merges that take it."""
     merges = ["safety-all", "science-all+safety-all", "safety-all+coding-all",
               "science-all+safety-all+coding-all"]
     return {
         ("subset", "dataset=safety, size=all"),
-        ("train_regime", "regime=ptm, skill=safety, size=all"),
-        ("task_vector", "skill=safety, size=all"),
-        *{("evaluate_merge", f"method=ta, weighting=heuristic, skillset={m}") for m in merges},
+        *{job for seed in TEST_SEEDS for job in (
+            ("train_regime", f"seed={seed}, regime=ptm, skillset=safety-all"),
+            ("task_vector", f"seed={seed}, skill=safety, size=all"),
+            *{("evaluate_merge", f"seed={seed}, method=ta, weighting=heuristic, skillset={m}")
+              for m in merges},
+        )},
         ("table5", ""),
     }
 
@@ -237,7 +243,7 @@ def test_audit_of_table5_verifies_the_whole_lineage(toy_run):
     assert not [path for path, node in report["nodes"].items() if node["problem"]]
 
 
-@pytest.mark.parametrize("target", ["results/taskvectors/safety-all.safetensors",
+@pytest.mark.parametrize("target", [seeded("taskvectors", "safety-all.safetensors"),
                                     "results/data/science/all.jsonl"])
 def test_audit_names_a_flipped_byte_and_every_table_downstream(toy_run, tmp_path, target):
     run = clone_run(toy_run, tmp_path / "run")

@@ -11,9 +11,32 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
 TEST_CONFIG = ["--configfile", "config/test.yaml"]
 RESULT_SOURCES = {"results/paper_reference.csv"}
+
+
+def _seeds(*configs: str) -> list[int]:
+    """The `seeds` of config.yaml with `configs` layered on it (the last that sets it wins)."""
+    seeds: list[int] = []
+    for name in ("config/config.yaml", *configs):
+        seeds = yaml.safe_load((REPO / name).read_text()).get("seeds", seeds)
+    return seeds
+
+
+# The seeds a run of config/test.yaml trains; the first is the one tables read by role.
+TEST_SEEDS = _seeds("config/test.yaml")
+SHARED_MODELS = ("pretrained", "general")
+
+
+def seeded(kind: str, name: str, seed: int | None = None) -> str:
+    """results/<kind>/seed-<N>/<name> (the test config's first seed by default), or
+    results/<kind>/<name> for θ_pre and θ_G, which every seed shares."""
+    if name in SHARED_MODELS:
+        return f"results/{kind}/{name}"
+    return f"results/{kind}/seed-{TEST_SEEDS[0] if seed is None else seed}/{name}"
 _SKIP = shutil.ignore_patterns(".git", ".venv", "results", ".snakemake", "__pycache__",
                                ".pytest_cache", ".ruff_cache", "*.egg-info")
 
