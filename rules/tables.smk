@@ -28,7 +28,7 @@ rule table2:
         skills=SKILLS,
         seeds=SEEDS,
         method=TABLE_METHOD,
-        sizes=config["data"]["skills"]["science"]["sizes"],
+        sizes=config["data"]["skills"].get("science", {}).get("sizes", []),
     script:
         "../scripts/table2.py"
 
