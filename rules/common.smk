@@ -282,7 +282,9 @@ def first_size(skill):
 
 def main_pairs(skills=None):
     """(skill, first size) of every skill (or of `skills`), in paper order."""
-    return [(skill, first_size(skill)) for skill in (skills or SKILLS)]
+    return [
+        (skill, first_size(skill)) for skill in (SKILLS if skills is None else skills)
+    ]
 
 
 def table5_merges():
