@@ -169,6 +169,16 @@ def best(candidates: pd.DataFrame, column: str) -> pd.Series:
     return candidates.loc[order.index[0]]
 
 
+def best_of(agg: pd.DataFrame, column: str, **kind: str) -> pd.Series:
+    """`best` among the points of one kind (`pick`'s arguments); none is an error naming it."""
+    candidates = pick(agg, **kind)
+    if candidates.empty:
+        described = ", ".join(f"{key} {value!r}" for key, value in kind.items())
+        raise ValueError(f"results frame: no point with {described} to choose the best "
+                         f"{column} from")
+    return best(candidates, column)
+
+
 def baseline(agg: pd.DataFrame) -> pd.Series:
     rows = agg[agg["regime"] == "general"]
     if len(rows) != 1:
@@ -216,10 +226,10 @@ def table2(frame: pd.DataFrame, skill: str = "science", method: str = PTM_METHOD
     rows = [_table_row(BASELINE, baseline(agg), columns)]
     for label, regime, extra in (("CFT", "cft", {}), ("RT", "rt", {}),
                                  ("PTM", "merge", {"method": method, "weighting": "grid"})):
-        candidates = pick(agg, regime=regime, skills=skill, **extra)
         over = " over sizes" + (" and the ω grid" if regime == "merge" else "")
         note = BEST_RULE.format(column=column, over=over)
-        rows.append(_table_row(f"best {label}", best(candidates, column), columns, note))
+        point = best_of(agg, column, regime=regime, skills=skill, **extra)
+        rows.append(_table_row(f"best {label}", point, columns, note))
     return _frame(rows)
 
 
@@ -248,15 +258,15 @@ def table3(frame: pd.DataFrame, skills: Iterable[str] = tuple(SKILL_ORDER),
         points = aggregate(seeded, [*scores, "General_change_pct", "Skill_change_pct"])
         chosen = [
             ("θ_G", baseline(points), ""),
-            ("CFT", best(pick(points, regime="cft", skills=skill), "Skill"),
+            ("CFT", best_of(points, "Skill", regime="cft", skills=skill),
              BEST_RULE.format(column=column, over=" over sizes")),
-            ("RT", best(pick(points, regime="rt", skills=skill), "Skill"),
+            ("RT", best_of(points, "Skill", regime="rt", skills=skill),
              BEST_RULE.format(column=column, over=" over sizes")),
-            ("PTM heuristic ω", best(pick(points, regime="merge", skills=skill, method=method,
-                                          weighting="heuristic"), "Skill"),
+            ("PTM heuristic ω", best_of(points, "Skill", regime="merge", skills=skill,
+                                        method=method, weighting="heuristic"),
              BEST_RULE.format(column=column, over=" over sizes") + "; ω = |D|/|G|"),
-            ("PTM best ω", best(pick(points, regime="merge", skills=skill, method=method,
-                                     weighting="grid"), "Skill"),
+            ("PTM best ω", best_of(points, "Skill", regime="merge", skills=skill,
+                                   method=method, weighting="grid"),
              BEST_RULE.format(column=column, over=" over sizes and the ω grid")),
         ]
         for procedure, point, note in chosen:
