@@ -10,9 +10,11 @@ import pandas as pd
 
 COLUMNS = ["model", "seed", "regime", "method", "weighting", "skills", "size", "omega", "steps",
            "suite", "metric", "value", "stderr", "n"]
-# Each suite's headline metric at toy scale (mtl.suites' toy_metric), spelled out.
-METRIC = {"general": "exact_match", "science": "exact_match", "safety": "refusal",
-          "coding": "pass", "exref": "compliance"}
+# The headline rows' metric (mtl.results.HEADLINE) and, beside them, each suite's task metric
+# as lm-eval names it, which the tables must ignore.
+HEADLINE = "score"
+TASK_METRIC = {"general": "exact_match", "science": "exact_match", "safety": "refusal",
+               "coding": "pass", "exref": "compliance"}
 BASE_SEED = 1234
 SEEDS = (1234, 2, 3)
 
@@ -20,20 +22,25 @@ SEEDS = (1234, 2, 3)
 def point(model: str, regime: str, seed: int, scores: dict[str, float], *, method: str = "",
           weighting: str = "", skills: str = "", size: str = "", omega: str = "",
           steps: float | None = None, stderr: float = 1.0) -> list[dict]:
-    """One evaluated point's rows: one per suite (headline metric), plus a non-headline metric
-    row that every table must ignore."""
+    """One evaluated point's rows: per suite, its headline score and a task-metric row with a
+    different value that every table must ignore."""
     rows = []
     for suite, value in scores.items():
         common = {"model": model, "seed": seed, "regime": regime, "method": method,
                   "weighting": weighting, "skills": skills, "size": size, "omega": omega,
                   "steps": steps, "suite": suite, "n": 100}
-        rows.append({**common, "metric": METRIC[suite], "value": value, "stderr": stderr})
-        rows.append({**common, "metric": "other_metric", "value": -999.0, "stderr": None})
+        rows.append({**common, "metric": HEADLINE, "value": value, "stderr": stderr})
+        rows.append({**common, "metric": TASK_METRIC[suite], "value": -999.0, "stderr": None})
     return rows
 
 
 def frame(*points: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame([row for rows in points for row in rows], columns=COLUMNS)
+    """The rows typed as mtl.results.collect types them (nullable integers for seed and steps)."""
+    table = pd.DataFrame([row for rows in points for row in rows], columns=COLUMNS)
+    for column in ("seed", "steps", "n"):
+        table[column] = pd.array([None if pd.isna(v) else int(v) for v in table[column]],
+                                 dtype="Int64")
+    return table
 
 
 def merge_id(method: str, weighting: str, skills: str, size: str) -> str:

@@ -104,11 +104,11 @@ def _gain_share(gain: Number, reference: Number, base: Number, share: float, cla
 
 
 def claims(frame: pd.DataFrame, skills: Sequence[str] = tuple(SKILL_ORDER),
-           method: str = PTM_METHOD, metrics: Mapping[str, str] | None = None) -> pd.DataFrame:
+           method: str = PTM_METHOD) -> pd.DataFrame:
     """One row per claim part and scope: the numbers deciding it, the rule, the margin (how far
     past its threshold the rule's quantity is; negative: short of it) and holds | fails. A claim
     holds when every one of its rows does."""
-    agg = results_table(frame, metrics)
+    agg = results_table(frame)
     base_point = baseline(agg)
     rows = []
     chosen = {skill: _points(agg, skill, method) for skill in skills}

@@ -23,7 +23,7 @@ from mtl.tables import (
 WISEFT_VARIANTS = {"wiseft": "θ_CFT on D", "wiseftmatch": "θ_CFT on D + matching G"}
 FIGURE3_METHODS = ("ta", "linear", "wiseft")
 # Figure 5's procedures: regime -> label (merges are PTM whatever their weighting).
-SAFETY_PROCEDURES = {"cft": "CFT", "rt": "RT", "cft-match": "CFT (D + matching G)",
+SAFETY_PROCEDURES = {"cft": "CFT", "rt": "RT", "cft-match": "CFT-match",
                      "merge": "PTM"}
 
 
@@ -41,10 +41,10 @@ def _sweep(agg: pd.DataFrame, method: str, skill: str) -> pd.DataFrame:
 
 
 def figure1(frame: pd.DataFrame, skills: Sequence[str] = tuple(SKILL_ORDER),
-            method: str = PTM_METHOD, metrics: Mapping[str, str] | None = None) -> pd.DataFrame:
+            method: str = PTM_METHOD) -> pd.DataFrame:
     """Every suite's score along the ω grid, per skill (and size); the heuristic ω of the same
-    skill and size (NaN if its merge was not evaluated) and θ_G's score in <column>_baseline."""
-    agg = results_table(frame, metrics)
+    skill and size (its merge must be in the frame) and θ_G's score in <column>_baseline."""
+    agg = results_table(frame)
     base = baseline(agg)
     parts = []
     for skill in skills:
@@ -52,6 +52,10 @@ def figure1(frame: pd.DataFrame, skills: Sequence[str] = tuple(SKILL_ORDER),
         heuristic = agg[(agg["regime"] == "merge") & (agg["method"] == method)
                         & (agg["weighting"] == "heuristic") & (agg["skills"] == skill)]
         omega = {r["size"]: omega_value(r) for _, r in heuristic.iterrows()}
+        unmarked = sorted(set(sweep["size"]) - set(omega))
+        if unmarked:
+            raise ValueError(f"results frame: no heuristic-ω {method!r} merge of {skill} at "
+                             f"size(s) {unmarked} to mark |D|/|G| on its ω sweep")
         part = sweep[["size", "omega", *_scores(agg), "seeds"]].copy()
         part.insert(0, "skill", skill)
         part.insert(3, "heuristic_omega", part["size"].map(omega))
@@ -66,12 +70,11 @@ def figure1(frame: pd.DataFrame, skills: Sequence[str] = tuple(SKILL_ORDER),
 
 
 def figure2(frame: pd.DataFrame, skills: Sequence[str] = ("science",),
-            variants: Mapping[str, str] | None = None,
-            metrics: Mapping[str, str] | None = None) -> pd.DataFrame:
+            variants: Mapping[str, str] | None = None) -> pd.DataFrame:
     """WiSE-FT along ω per skill, one line per θ_CFT: trained on D, or on D plus as much general
     data (`variants`: merge method tag -> label). General and the skill's score per point."""
     variants = dict(variants or WISEFT_VARIANTS)
-    agg = results_table(frame, metrics)
+    agg = results_table(frame)
     parts = []
     for skill in skills:
         column = SUITE_COLUMN[skill]
@@ -90,11 +93,10 @@ def figure2(frame: pd.DataFrame, skills: Sequence[str] = ("science",),
 
 
 def figure3(frame: pd.DataFrame, skills: Sequence[str] = tuple(SKILL_ORDER),
-            methods: Sequence[str] = FIGURE3_METHODS,
-            metrics: Mapping[str, str] | None = None) -> pd.DataFrame:
+            methods: Sequence[str] = FIGURE3_METHODS) -> pd.DataFrame:
     """Per skill, each PTM method (task arithmetic, linear, WiSE-FT) along the ω grid: General
     and the skill's score per point (a method not evaluated for a skill is an error)."""
-    agg = results_table(frame, metrics)
+    agg = results_table(frame)
     parts = []
     for skill in skills:
         column = SUITE_COLUMN[skill]
@@ -115,11 +117,10 @@ def _safety_columns(points: pd.DataFrame) -> pd.DataFrame:
                    "seeds"]]
 
 
-def figure4(frame: pd.DataFrame, methods: Sequence[str] = FIGURE3_METHODS,
-            metrics: Mapping[str, str] | None = None) -> pd.DataFrame:
+def figure4(frame: pd.DataFrame, methods: Sequence[str] = FIGURE3_METHODS) -> pd.DataFrame:
     """General against ExRef along the safety ω grid, one curve per merge method (those
     evaluated; none is an error); the first row is θ_G."""
-    agg = results_table(frame, metrics)
+    agg = results_table(frame)
     base = baseline(agg)
     rows = [pd.DataFrame({"method": ["θ_G"], "size": [""], "omega": [float("nan")]})
             .join(_safety_columns(base.to_frame().T).reset_index(drop=True))]
@@ -134,12 +135,11 @@ def figure4(frame: pd.DataFrame, methods: Sequence[str] = FIGURE3_METHODS,
     return _numeric(pd.concat(rows, ignore_index=True))
 
 
-def figure5(frame: pd.DataFrame, method: str = PTM_METHOD,
-            metrics: Mapping[str, str] | None = None) -> pd.DataFrame:
+def figure5(frame: pd.DataFrame, method: str = PTM_METHOD) -> pd.DataFrame:
     """General against ExRef of every model trained on safety data: CFT, RT and CFT on D +
     matching G at every size, and every PTM merge (method `method`, any weighting, alone or
     with other skills) that includes the safety task vector; θ_G first."""
-    agg = results_table(frame, metrics)
+    agg = results_table(frame)
     with_safety = agg[agg["skills"].map(lambda s: "safety" in s.split("+"))]
     trained = with_safety[with_safety["regime"].isin(SAFETY_PROCEDURES)
                           & ((with_safety["regime"] != "merge")
@@ -148,8 +148,11 @@ def figure5(frame: pd.DataFrame, method: str = PTM_METHOD,
         raise ValueError("results frame: no model trained on safety data")
     base = baseline(agg).to_frame().T
     points = pd.concat([base, trained], ignore_index=True)
+    labels = [SAFETY_PROCEDURES[regime] + ("" if skills == "safety" else " (all skills)"
+                                           if skills == "+".join(SKILL_ORDER) else f" ({skills})")
+              for regime, skills in zip(trained["regime"], trained["skills"], strict=True)]
     data = pd.DataFrame({
-        "procedure": ["θ_G", *trained["regime"].map(SAFETY_PROCEDURES)],
+        "procedure": ["θ_G", *labels],
         "model": points["model"], "skills": points["skills"], "size": points["size"],
         "weighting": points["weighting"], "omega": points["omega"]})
     return _numeric(data.join(_safety_columns(points)))
@@ -287,7 +290,7 @@ def plot_figure4(data: pd.DataFrame, path) -> None:
 
 
 MARKERS = {"θ_G": ("s", "black"), "CFT": ("v", "tab:red"), "RT": ("^", "tab:blue"),
-           "CFT (D + matching G)": ("<", "tab:pink"), "PTM": ("o", "tab:orange")}
+           "CFT-match": ("<", "tab:pink"), "PTM": ("o", "tab:orange")}
 
 
 def plot_figure5(data: pd.DataFrame, path) -> None:
@@ -296,9 +299,12 @@ def plot_figure5(data: pd.DataFrame, path) -> None:
     ax = axes[0]
     for procedure in dict.fromkeys(data["procedure"]):
         points = data[data["procedure"] == procedure]
-        marker, color = MARKERS.get(procedure, ("o", "gray"))
-        _tradeoff(ax, points["General"], points["ExRef"], points["General_sd"],
-                  points["ExRef_sd"], color, procedure, marker=marker, ls="none")
+        # One marker per procedure; its multi-skill variant hollow.
+        marker, color = MARKERS[procedure.split(" (")[0]]
+        ax.errorbar(points["General"], points["ExRef"], xerr=points["General_sd"].fillna(0),
+                    yerr=points["ExRef_sd"].fillna(0), marker=marker, color=color, ms=6,
+                    capsize=2, ls="none", label=procedure,
+                    mfc="none" if " (" in procedure else color)
     ax.set_title("every safety-trained model")
     ax.set_xlim(-3, 103)
     _percent_axes(ax, "General (%)")

@@ -27,8 +27,9 @@ from mtl.suites import SUITES
 # The paper's column name of each suite.
 SUITE_COLUMN = {name: suite.column for name, suite in SUITES.items()}
 SKILL_ORDER = [name for name, suite in SUITES.items() if suite.skill]
-# Each suite's headline metric at toy scale; paper scale passes its own (mtl.results decides).
-HEADLINE = {name: suite.toy_metric for name, suite in SUITES.items()}
+# The metric of each suite's headline rows (mtl.results.HEADLINE): the suite's score as the paper
+# reports it, at toy and paper scale alike; the per-task metric rows beside it are not tabled.
+HEADLINE = "score"
 # What identifies one evaluated point; everything but the seed.
 POINT = ["model", "regime", "method", "weighting", "skills", "size", "omega"]
 # The columns of the all_results schema this module reads (CONTRACT.md; mtl.results.COLUMNS).
@@ -73,25 +74,23 @@ def _checked(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.copy()
     for column in POINT:
         frame[column] = frame[column].map(_text)
+    # Float, not a nullable integer: unknown steps are NaN, and ties sort them last as inf.
     for column in ("value", "stderr", "steps"):
-        frame[column] = pd.to_numeric(frame[column], errors="raise")
+        frame[column] = pd.to_numeric(frame[column], errors="raise").astype(float)
     frame["seed"] = frame["seed"].astype(int)
     return frame
 
 
-def per_seed(frame: pd.DataFrame, metrics: Mapping[str, str] | None = None) -> pd.DataFrame:
+def per_seed(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per (point, seed): each suite's headline score as a column named after the suite
     (General, Science, …) and its evaluation stderr as <column>_se; `steps` as trained."""
     frame = _checked(frame)
-    metrics = {**HEADLINE, **(metrics or {})}
-    unknown = sorted(set(frame["suite"]) - set(metrics))
+    unknown = sorted(set(frame["suite"]) - set(SUITE_COLUMN))
     if unknown:
-        raise ValueError(f"results frame: suites {unknown} have no headline metric "
-                         f"(known: {sorted(metrics)})")
-    kept = frame[frame["metric"] == frame["suite"].map(metrics)]
+        raise ValueError(f"results frame: unknown suites {unknown} (known: {list(SUITE_COLUMN)})")
+    kept = frame[frame["metric"] == HEADLINE]
     if kept.empty:
-        raise ValueError("results frame: no row carries a suite's headline metric "
-                         f"({metrics})")
+        raise ValueError(f"results frame: no row of the headline metric {HEADLINE!r}")
     twice = kept[kept.duplicated([*POINT, "seed", "suite"], keep=False)]
     if not twice.empty:
         first = twice.iloc[0]
@@ -128,9 +127,9 @@ def aggregate(wide: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.Da
     return out.reset_index()
 
 
-def results_table(frame: pd.DataFrame, metrics: Mapping[str, str] | None = None) -> pd.DataFrame:
+def results_table(frame: pd.DataFrame) -> pd.DataFrame:
     """The frame averaged over seeds: one row per evaluated point."""
-    return aggregate(per_seed(frame, metrics))
+    return aggregate(per_seed(frame))
 
 
 # ---- selections -------------------------------------------------------------------------------
@@ -216,11 +215,10 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
 # ---- the tables -------------------------------------------------------------------------------
 
 
-def table2(frame: pd.DataFrame, skill: str = "science", method: str = PTM_METHOD,
-           metrics: Mapping[str, str] | None = None) -> pd.DataFrame:
+def table2(frame: pd.DataFrame, skill: str = "science", method: str = PTM_METHOD) -> pd.DataFrame:
     """Table 2: one skill across data sizes. θ_G, then the best CFT and best RT over sizes and
     the best PTM over sizes and the ω grid, each with its size, ω and training steps."""
-    agg = results_table(frame, metrics)
+    agg = results_table(frame)
     column = SUITE_COLUMN[skill]
     columns = ["General", column]
     rows = [_table_row(BASELINE, baseline(agg), columns)]
@@ -239,11 +237,11 @@ def _change(values: pd.Series, base: float) -> pd.Series:
 
 
 def table3(frame: pd.DataFrame, skills: Iterable[str] = tuple(SKILL_ORDER),
-           method: str = PTM_METHOD, metrics: Mapping[str, str] | None = None) -> pd.DataFrame:
+           method: str = PTM_METHOD) -> pd.DataFrame:
     """Table 3: per skill, θ_G, best CFT, best RT, PTM at ω = |D|/|G| and PTM at its best grid ω,
     against θ_G: General, Skill and ExRef, their percent change from θ_G (computed per seed, then
     averaged), and training steps (the paper's cost)."""
-    wide = per_seed(frame, metrics)
+    wide = per_seed(frame)
     agg = aggregate(wide)
     base = baseline(agg)
     rows = []
@@ -282,10 +280,10 @@ def _suite_columns(agg: pd.DataFrame) -> list[str]:
 
 
 def table4(frame: pd.DataFrame, skills: Sequence[str] = tuple(SKILL_ORDER),
-           method: str = PTM_METHOD, metrics: Mapping[str, str] | None = None) -> pd.DataFrame:
+           method: str = PTM_METHOD) -> pd.DataFrame:
     """Table 4: all skills at once. θ_G; PTM at the heuristic ω (one merge of every task vector);
     CFT on D1∪D2∪D3 from θ_G; RT on G∪D1∪D2∪D3 from θ_pre."""
-    agg = results_table(frame, metrics)
+    agg = results_table(frame)
     columns = _suite_columns(agg)
     joined = "+".join(skills)
     kinds = [("PTM (heuristic ω)", {"regime": "merge", "method": method,
@@ -314,10 +312,10 @@ def _omega_columns(row: dict, point: pd.Series, skills: Sequence[str]) -> None:
 
 
 def table5(frame: pd.DataFrame, skills: Sequence[str] = tuple(SKILL_ORDER),
-           method: str = PTM_METHOD, metrics: Mapping[str, str] | None = None) -> pd.DataFrame:
+           method: str = PTM_METHOD) -> pd.DataFrame:
     """Table 5: θ_G, then every merge at the heuristic ω (each skill alone, every pair, all),
     in the paper's skill order; the ω each skill's task vector got in omega_<skill>."""
-    agg = results_table(frame, metrics)
+    agg = results_table(frame)
     columns = _suite_columns(agg)
     merges = agg[(agg["regime"] == "merge") & (agg["method"] == method)
                  & (agg["weighting"] == "heuristic")]
@@ -338,11 +336,10 @@ def table5(frame: pd.DataFrame, skills: Sequence[str] = tuple(SKILL_ORDER),
 
 
 def table6(frame: pd.DataFrame, skills: Sequence[str] = tuple(SKILL_ORDER),
-           methods: Sequence[str] = ("ta", "ties", "dare", "dareties"),
-           metrics: Mapping[str, str] | None = None) -> pd.DataFrame:
+           methods: Sequence[str] = ("ta", "ties", "dare", "dareties")) -> pd.DataFrame:
     """Table 6: the merge of every skill at the heuristic ω by each method (task arithmetic,
     TIES, DARE, DARE-TIES), beside θ_G. Methods not evaluated are left out; none is an error."""
-    agg = results_table(frame, metrics)
+    agg = results_table(frame)
     columns = _suite_columns(agg)
     joined = "+".join(skills)
     rows = [_table_row(BASELINE, baseline(agg), columns, method="")]
