@@ -20,9 +20,11 @@ from mtl.figures import (
     plot_figure3,
     plot_figure4,
     plot_figure5,
+    plot_table2,
     plot_table3,
+    table2_points,
 )
-from mtl.tables import table3
+from mtl.tables import table2, table3
 
 BASE = {"general": 70.0, "science": 10.0, "safety": 0.0, "coding": 5.0, "exref": 100.0}
 SKILLS = ("science", "safety", "coding")
@@ -129,6 +131,14 @@ def test_figure5_every_safety_trained_model():
     assert (by_model["procedure"] == "PTM").sum() == 1 + len(GRID)
 
 
+def test_table2_points_are_every_size_and_grid_point_of_the_skill():
+    points = table2_points(WORLD)
+    assert points.groupby("procedure").size().to_dict() == {"CFT": 1, "PTM": len(GRID),
+                                                             "RT": 1}
+    ptm = points[points["procedure"] == "PTM"]
+    assert ptm["Skill"].tolist() == pytest.approx([21.0, 51.0, 81.0])
+
+
 def test_table3_names_a_missing_sweep():
     world = WORLD[~WORLD["model"].str.startswith("merge-ta-grid-science")]
     with pytest.raises(ValueError, match="no point with regime 'merge', skills 'science'"):
@@ -146,5 +156,7 @@ def test_every_plot_writes_a_png(tmp_path):
             plot(data, handle)
     with open(tmp_path / "table3.png", "wb") as handle:
         plot_table3(table3(WORLD), figure1(WORLD), handle)
-    for name in [*plots, "table3"]:
+    with open(tmp_path / "table2.png", "wb") as handle:
+        plot_table2(table2(WORLD), table2_points(WORLD), "science", handle)
+    for name in [*plots, "table3", "table2"]:
         assert (tmp_path / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name

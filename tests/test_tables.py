@@ -22,6 +22,7 @@ from mtl.tables import (
     table4,
     table5,
     table6,
+    table_cells,
 )
 
 THREE = "science+safety+coding"
@@ -117,7 +118,7 @@ def test_table2_best_cft_rt_ptm_over_sizes_and_omega_with_size_omega_steps():
     assert ptm["Science"] == pytest.approx(37.0)
     assert ptm["Science_sd"] == pytest.approx(round(statistics.stdev([35, 36, 40]), 2))
     assert ptm["seeds"] == 3 and table.loc["θ_G (baseline)", "seeds"] == 1
-    assert "highest mean Science" in ptm["note"] and "ω grid" in ptm["note"]
+    assert "highest Science (mean over seeds)" in ptm["note"] and "ω grid" in ptm["note"]
     assert "ties" in table.loc["best CFT", "note"]
 
 
@@ -215,7 +216,8 @@ def test_table6_methods_present_beside_theta_g():
     for tag, value in (("ta", 50), ("dare", 40), ("ties", 30)):
         points += [merge(tag, "heuristic", THREE, "all+all+all", "0.22+0.24+0.57", seed,
                          _scores(safety=value)) for seed in SEEDS]
-    table = table6(frame(*points)).set_index("model")
+    table = table6(frame(*points), density=0.5).set_index("model")
+    assert table.loc["DARE", "note"] == "density 0.5" and table.loc["Task arithmetic", "note"] == ""
     assert list(table.index) == ["θ_G (baseline)", "Task arithmetic", "TIES", "DARE"]
     assert table.loc["TIES", ["method", "Safety", "omega_coding"]].tolist() == ["ties", 30.0,
                                                                                 0.57]
@@ -248,3 +250,19 @@ def test_cell_files_are_the_suite_json_of_every_seed_folder():
 def test_point_rows_of_a_non_headline_metric_are_ignored():
     rows = frame(point("general", "general", 1234, {"general": 70.0}, steps=1))
     assert results_table(rows)["General"].tolist() == [70.0]
+
+
+def test_table_cells_name_each_score_cells_files_per_seed():
+    points = [general(BASE), *_one_skill("coding", [100] * 3, [90] * 3, [5] * 3,
+                                         {"1.0": [50] * 3})]
+    table = table3(frame(*points), skills=["coding"])
+    evals = ["results/evals/general"] + [
+        f"results/evals/seed-{seed}/{model}" for seed in SEEDS
+        for model in ("cft-coding-all", "rt-coding-all", "merge-ta-heuristic-coding-all",
+                      "merge-ta-grid-coding-all")]
+    cells = {(row, column): files for row, column, files in
+             table_cells(table, evals, ("skill", "procedure"))}
+    assert cells[("coding: θ_G", "Skill")] == ["results/evals/general/coding.json"]
+    assert cells[("coding: RT", "ExRef")] == [
+        f"results/evals/seed-{seed}/rt-coding-all/exref.json" for seed in SEEDS]
+    assert {column for _, column in cells} == {"General", "Skill", "ExRef"}

@@ -112,6 +112,27 @@ def figure3(frame: pd.DataFrame, skills: Sequence[str] = tuple(SKILL_ORDER),
     return pd.concat(parts, ignore_index=True).round(4)
 
 
+def table2_points(frame: pd.DataFrame, skill: str = "science",
+                  method: str = PTM_METHOD) -> pd.DataFrame:
+    """Table 2's candidates: every CFT and RT size and every PTM grid point (size, ω), with
+    General and the skill's score, for the picture beside the table."""
+    agg = results_table(frame)
+    column = SUITE_COLUMN[skill]
+    kinds = {"CFT": (agg["regime"] == "cft"), "RT": (agg["regime"] == "rt"),
+             "PTM": (agg["regime"] == "merge") & (agg["method"] == method)
+             & (agg["weighting"] == "grid")}
+    parts = []
+    for label, mask in kinds.items():
+        rows = agg[mask & (agg["skills"] == skill)]
+        parts.append(pd.DataFrame({
+            "procedure": label, "size": rows["size"],
+            "omega": [omega_value(r) for _, r in rows.iterrows()],
+            "General": rows["General"], "General_sd": rows["General_sd"],
+            "Skill": rows[column], "Skill_sd": rows[f"{column}_sd"], "steps": rows["steps"],
+            "seeds": rows["seeds"]}))
+    return pd.concat(parts, ignore_index=True).sort_values(["procedure", "size", "omega"])
+
+
 def _safety_columns(points: pd.DataFrame) -> pd.DataFrame:
     return points[["General", "General_sd", "ExRef", "ExRef_sd", "Safety", "Safety_sd",
                    "seeds"]]
@@ -310,6 +331,33 @@ def plot_figure5(data: pd.DataFrame, path) -> None:
     _percent_axes(ax, "General (%)")
     ax.set_ylabel("ExRef: safe-prompt compliance (%)")
     ax.legend(fontsize=7, loc="lower left")
+    _save_png(fig, path)
+
+
+def plot_table2(table: pd.DataFrame, points: pd.DataFrame, skill: str, path) -> None:
+    """Table 2 as a picture: General vs. skill score of every size (PTM: a path along ω per
+    size), the table's best rows ringed."""
+    fig, axes = _panel_row(1, 4.0)
+    ax = axes[0]
+    colors = {"CFT": "tab:red", "RT": "tab:blue", "PTM": "tab:orange"}
+    for procedure, color in colors.items():
+        part = points[points["procedure"] == procedure]
+        for size in dict.fromkeys(part["size"]):
+            line = part[part["size"] == size]
+            ax.errorbar(line["General"], line["Skill"], xerr=line["General_sd"].fillna(0),
+                        yerr=line["Skill_sd"].fillna(0), color=color, marker="o", ms=3,
+                        capsize=2, lw=1, ls="-" if procedure == "PTM" else "none",
+                        label=f"{procedure} {size}", alpha=0.7)
+    column = SUITE_COLUMN[skill]
+    for _, row in table.iterrows():
+        ax.plot(row["General"], row[column], marker="o", ms=12, mfc="none", color="black")
+        ax.annotate(row["model"], (row["General"], row[column]), fontsize=7,
+                    xytext=(6, 4), textcoords="offset points")
+    ax.set_title(f"{skill} across data sizes")
+    ax.set_xlim(-3, 103)
+    _percent_axes(ax, "General (%)")
+    ax.set_ylabel(f"{column} (%), mean ± sd over seeds")
+    ax.legend(fontsize=6, loc="lower left")
     _save_png(fig, path)
 
 

@@ -40,7 +40,7 @@ METHOD_LABEL = {"ta": "Task arithmetic", "linear": "Linear", "wiseft": "WiSE-FT"
                 "ties": "TIES", "dare": "DARE", "dareties": "DARE-TIES"}
 BASELINE = "θ_G (baseline)"
 TIE_TOLERANCE_DIGITS = 6
-BEST_RULE = ("highest mean {column} over seeds{over}; ties (equal to 1e-6) go to fewer steps, "
+BEST_RULE = ("highest {column} (mean over seeds){over}; ties (equal to 1e-6) go to fewer steps, "
              "then smaller ω, then smaller size")
 
 
@@ -336,9 +336,11 @@ def table5(frame: pd.DataFrame, skills: Sequence[str] = tuple(SKILL_ORDER),
 
 
 def table6(frame: pd.DataFrame, skills: Sequence[str] = tuple(SKILL_ORDER),
-           methods: Sequence[str] = ("ta", "ties", "dare", "dareties")) -> pd.DataFrame:
+           methods: Sequence[str] = ("ta", "ties", "dare", "dareties"),
+           density: float | None = None) -> pd.DataFrame:
     """Table 6: the merge of every skill at the heuristic ω by each method (task arithmetic,
-    TIES, DARE, DARE-TIES), beside θ_G. Methods not evaluated are left out; none is an error."""
+    TIES, DARE, DARE-TIES), beside θ_G. Methods not evaluated are left out; none is an error.
+    `density` (the share of each task vector TIES and DARE keep) goes into their notes."""
     agg = results_table(frame)
     columns = _suite_columns(agg)
     joined = "+".join(skills)
@@ -347,7 +349,9 @@ def table6(frame: pd.DataFrame, skills: Sequence[str] = tuple(SKILL_ORDER),
         found = pick(agg, regime="merge", skills=joined, method=tag, weighting="heuristic")
         if not found.empty:
             point = _only(found, f"{tag} merge of {joined}")
-            row = _table_row(METHOD_LABEL.get(tag, tag), point, columns, method=tag)
+            note = "" if density is None or tag in ("ta", "linear", "wiseft") else (
+                f"density {density:g}")
+            row = _table_row(METHOD_LABEL.get(tag, tag), point, columns, note, method=tag)
             _omega_columns(row, point, skills)
             rows.append(row)
     if len(rows) == 1:
@@ -363,3 +367,20 @@ def cell_files(evals: Iterable[str | Path], model: str, suite: str) -> list[str]
     if not files:
         raise ValueError(f"no input evaluation folder is named {model!r}")
     return files
+
+
+def table_cells(table: pd.DataFrame, evals: Iterable[str | Path],
+                label_columns: Sequence[str] = ("model",)) -> list[tuple[str, str, list[str]]]:
+    """(row, column, files) of every score cell of a table with a `source` column: the suite's
+    JSON of the row's model in every seed's evaluation folder (Step.note_cell's arguments). A
+    `Skill` column is the suite of the row's `skill`."""
+    suites = {column: suite for suite, column in SUITE_COLUMN.items()}
+    evals = list(evals)
+    cells = []
+    for _, row in table.iterrows():
+        label = ": ".join(str(row[c]) for c in label_columns)
+        for column in table.columns:
+            suite = row["skill"] if column == "Skill" else suites.get(column)
+            if suite is not None and pd.notna(row[column]):
+                cells.append((label, column, cell_files(evals, row["source"], suite)))
+    return cells
