@@ -235,6 +235,7 @@ def plot_figure1(data: pd.DataFrame, path) -> None:
         for column, color in lines:
             _line(ax, part["omega"], part[column], part[f"{column}_sd"], color, column)
             ax.axhline(part[f"{column}_baseline"].iloc[0], color=color, ls=":", lw=1)
+        ax.plot([], [], color="gray", ls=":", lw=1, label="θ_G (dotted)")
         heuristic = part["heuristic_omega"].iloc[0]
         if pd.notna(heuristic):
             ax.axvline(heuristic, color="gray", ls="--", lw=1, label=f"|D|/|G| = {heuristic:.2f}")
@@ -243,7 +244,7 @@ def plot_figure1(data: pd.DataFrame, path) -> None:
         _percent_axes(ax, "ω")
         ax.legend(fontsize=7, loc="lower left")
     seeds = int(data["seeds"].max())
-    axes[0].set_ylabel(f"score (%), mean ± sd over {seeds} seed(s) — dotted: θ_G")
+    axes[0].set_ylabel(f"score (%), mean ± sd ({seeds} seeds)")
     _save_png(fig, path)
 
 
