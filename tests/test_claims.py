@@ -84,7 +84,8 @@ def test_claim2_gain_fails_short_of_rt_and_when_rt_gains_nothing_clear():
                           ("grid 0.5", "science"): {"skill": 45.0}}))
     assert verdicts(short, 2, "skill gain")["science"] == "fails"
     # PTM gains 62 of RT's 82: past 0.75 × 82 = 61.5 on the mean, short of it less one sd.
-    edge = claims(world({("grid 1.0", "science"): {"skill": 72.0}}))
+    edge = claims(world({("grid 1.0", "science"): {"skill": 72.0},
+                         ("grid 0.5", "science"): {"skill": 70.0}}))
     assert verdicts(edge, 2, "skill gain")["science"] == "fails"
     row = edge[(edge["claim"] == 2) & (edge["part"] == "skill gain")].iloc[0]
     assert row["margin"] == pytest.approx(-0.5)
