@@ -266,3 +266,5 @@ def test_table_cells_name_each_score_cells_files_per_seed():
     assert cells[("coding: RT", "ExRef")] == [
         f"results/evals/seed-{seed}/rt-coding-all/exref.json" for seed in SEEDS]
     assert {column for _, column in cells} == {"General", "Skill", "ExRef"}
+    assert cells[("coding: PTM best ω", "General")] == [
+        f"results/evals/seed-{seed}/merge-ta-grid-coding-all/summary.json" for seed in SEEDS]

@@ -360,10 +360,12 @@ def table6(frame: pd.DataFrame, skills: Sequence[str] = tuple(SKILL_ORDER),
 
 
 def cell_files(evals: Iterable[str | Path], model: str, suite: str) -> list[str]:
-    """The evaluation files a table cell of `model`'s `suite` comes from: that suite's JSON in
-    every input eval folder named `model` (one per seed) — for Step.note_cell."""
-    files = [str(Path(folder) / f"{suite}.json") for folder in evals
-             if Path(folder).name == model]
+    """The evaluation files a table cell of `model`'s `suite` comes from, in every input eval
+    folder named `model` (one per seed) — for Step.note_cell: the suite's JSON of a one-point
+    evaluation; for an ω grid, summary.json, which holds every point's scores (each point's
+    JSONs sit in a subfolder named by the evaluation)."""
+    name = "summary.json" if "-grid-" in model else f"{suite}.json"
+    files = [str(Path(folder) / name) for folder in evals if Path(folder).name == model]
     if not files:
         raise ValueError(f"no input evaluation folder is named {model!r}")
     return files
