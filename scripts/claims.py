@@ -8,14 +8,14 @@ Inputs: `results`, results/all_results.csv (mtl.results' schema). Params: `skill
 from mtl.claims import claims
 from mtl.io import atomic_file
 from mtl.provenance import Step
+from mtl.results import read
 from mtl.stepkit import setup
-from mtl.tables import read_results
 
 smk = snakemake
 log = setup(smk)
 
 with Step.from_snakemake(smk, config_keys=["seeds"]) as step:
-    table = claims(read_results(smk.input.results), list(smk.params.skills),
+    table = claims(read(smk.input.results), list(smk.params.skills),
                    smk.params.method)
     with atomic_file(smk.output.artifact) as handle:
         table.to_csv(handle, index=False)

@@ -15,7 +15,6 @@ from mtl.tables import (
     best,
     cell_files,
     per_seed,
-    read_results,
     results_table,
     table2,
     table3,
@@ -223,18 +222,6 @@ def test_table6_methods_present_beside_theta_g():
                                                                                 0.57]
     with pytest.raises(ValueError, match="no heuristic-ω merge"):
         table6(frame(general(BASE)))
-
-
-def test_read_results_keeps_omega_and_size_as_text(tmp_path):
-    points = [general(BASE), *_grid("ta", "science", "all", {"1.0": [1, 2, 3], "0.3": [4] * 3})]
-    path = tmp_path / "all_results.csv"
-    frame(*points).to_csv(path, index=False)
-    agg = results_table(read_results(path))
-    assert set(agg["omega"]) == {"", "1.0", "0.3"}
-    assert set(agg["size"]) == {"", "all"}
-    (tmp_path / "bad.csv").write_text("model,seed\ngeneral,1\n")
-    with pytest.raises(ValueError, match=r"bad\.csv: missing columns"):
-        read_results(tmp_path / "bad.csv")
 
 
 def test_cell_files_are_the_suite_json_of_every_seed_folder():

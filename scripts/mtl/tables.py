@@ -54,19 +54,6 @@ def _text(value: object) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def read_results(path: str | Path) -> pd.DataFrame:
-    """results/all_results.csv with its key columns as text (ω "0.3" must not become 0.3)."""
-    try:
-        frame = pd.read_csv(path, dtype={c: str for c in POINT}, keep_default_na=False,
-                            na_values={"steps": [""], "stderr": [""], "value": [""], "n": [""]})
-    except (OSError, pd.errors.ParserError) as err:
-        raise ValueError(f"{path}: unreadable results ({err})") from None
-    missing = [c for c in NEEDED if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{path}: missing columns {missing}")
-    return frame
-
-
 def _checked(frame: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in NEEDED if c not in frame.columns]
     if missing:
