@@ -1,221 +1,375 @@
-"""The paper's tables, built from evaluation folders (their summary.json) only."""
+"""The paper's tables, each a function of the all_results frame (mtl.results' long schema).
+
+One row of that frame is one (evaluated model or merge point, seed, suite, metric). Every
+function here first keeps each suite's headline metric, turns the frame wide (one row per model
+point and seed, one column per suite), then averages over seeds: for each score column X the
+table has X (mean over seeds), X_sd (sample standard deviation over seeds, ddof 1; empty with
+one seed) and one `seeds` column (how many seeds the row averages). θ_G is trained once (the base
+seed), so its rows always average one seed.
+
+"Best" rows are chosen as the paper chose them: the highest skill score. Here that is the highest
+*mean over seeds* (never a per-seed best, which would favour noise), on the evaluation sets
+themselves, so a best row is an upper bound on what tuning gives, not a held-out estimate. Ties
+(equal means to 1e-6) go to the cheaper row: fewer training steps, then the smaller ω, then the
+smaller size name, then the model id, so the choice never depends on row order.
+"""
 
 from __future__ import annotations
 
-import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from mtl.suites import SUITES
 
-COLUMNS = {name: suite.column for name, suite in SUITES.items()}
+# The paper's column name of each suite.
+SUITE_COLUMN = {name: suite.column for name, suite in SUITES.items()}
+SKILL_ORDER = [name for name, suite in SUITES.items() if suite.skill]
+# The metric of each suite's headline rows (mtl.results.HEADLINE): the suite's score as the paper
+# reports it, at toy and paper scale alike; the per-task metric rows beside it are not tabled.
+HEADLINE = "score"
+# What identifies one evaluated point; everything but the seed.
+POINT = ["model", "regime", "method", "weighting", "skills", "size", "omega"]
+# The columns of the all_results schema this module reads (CONTRACT.md; mtl.results.COLUMNS).
+NEEDED = [*POINT, "seed", "steps", "suite", "metric", "value", "stderr"]
+# The method tag of the paper's PTM (task arithmetic), and the labels of the engine's tags.
+PTM_METHOD = "ta"
+METHOD_LABEL = {"ta": "Task arithmetic", "linear": "Linear", "wiseft": "WiSE-FT",
+                "ties": "TIES", "dare": "DARE", "dareties": "DARE-TIES"}
+BASELINE = "θ_G (baseline)"
+TIE_TOLERANCE_DIGITS = 6
+BEST_RULE = ("highest {column} (mean over seeds){over}; ties (equal to 1e-6) go to fewer steps, "
+             "then smaller ω, then smaller size")
 
 
-def _read_json(path: Path, what: str) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: unreadable {what} ({err})") from None
+# ---- the frame --------------------------------------------------------------------------------
 
 
-def read_summary(eval_dir: str | Path) -> dict:
-    return _read_json(Path(eval_dir) / "summary.json", "evaluation summary")
+def _text(value: object) -> str:
+    """A key cell as text: empty for missing; a float read from CSV ("0.3" -> 0.3) back as text."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def training_steps(model_dir: str | Path) -> int:
-    """Optimizer steps a trained model folder took (its training_summary.json): Table 3's cost."""
-    return _read_json(Path(model_dir) / "training_summary.json", "training summary")["steps"]
+def _checked(frame: pd.DataFrame) -> pd.DataFrame:
+    missing = [c for c in NEEDED if c not in frame.columns]
+    if missing:
+        raise ValueError(f"results frame: missing columns {missing}")
+    frame = frame.copy()
+    for column in POINT:
+        frame[column] = frame[column].map(_text)
+    # Float, not a nullable integer: unknown steps are NaN, and ties sort them last as inf.
+    for column in ("value", "stderr", "steps"):
+        frame[column] = pd.to_numeric(frame[column], errors="raise").astype(float)
+    frame["seed"] = frame["seed"].astype(int)
+    return frame
 
 
-def merge_label(recipe: dict | None) -> str:
-    """A row's name: the baseline, or the merged skills (and the method, if not the paper's)."""
-    if recipe is None:
-        return "θ_G (baseline)"
-    label = "PTM " + " + ".join(recipe["skills"])
-    return label if recipe["method"] == "task_arithmetic" else f"{label} ({recipe['method']})"
+def per_seed(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per (point, seed): each suite's headline score as a column named after the suite
+    (General, Science, …) and its evaluation stderr as <column>_se; `steps` as trained."""
+    frame = _checked(frame)
+    unknown = sorted(set(frame["suite"]) - set(SUITE_COLUMN))
+    if unknown:
+        raise ValueError(f"results frame: unknown suites {unknown} (known: {list(SUITE_COLUMN)})")
+    kept = frame[frame["metric"] == HEADLINE]
+    if kept.empty:
+        raise ValueError(f"results frame: no row of the headline metric {HEADLINE!r}")
+    twice = kept[kept.duplicated([*POINT, "seed", "suite"], keep=False)]
+    if not twice.empty:
+        first = twice.iloc[0]
+        raise ValueError(f"results frame: {len(twice)} rows repeat a (point, seed, suite), e.g. "
+                         f"model {first['model']!r} ω {first['omega']!r} seed {first['seed']} "
+                         f"suite {first['suite']!r}")
+    keys = [*POINT, "seed"]
+    wide = kept.pivot(index=keys, columns="suite", values=["value", "stderr"])
+    out = pd.DataFrame(index=wide.index)
+    for suite in [s for s in SUITES if s in set(kept["suite"])]:
+        out[SUITE_COLUMN[suite]] = wide[("value", suite)]
+        out[f"{SUITE_COLUMN[suite]}_se"] = wide[("stderr", suite)]
+    out["steps"] = kept.groupby(keys)["steps"].max()
+    return out.reset_index()
 
 
-def table5(baseline: str, merges: list[str], suites: list[str], skills: list[str]) -> pd.DataFrame:
-    """Rows θ_G and each merge at its heuristic ω; scores in percent with a stderr column each.
-
-    The ω columns carry the weight each skill's task vector got (empty: not in the merge).
-    """
-    rows = []
-    for folder in [baseline, *merges]:
-        summary = read_summary(folder)
-        if len(summary["points"]) != 1:
-            count = len(summary["points"])
-            raise ValueError(f"{folder}: expected one evaluated point, got {count}")
-        point = summary["points"][0]
-        recipe = summary.get("recipe")
-        row: dict[str, object] = {"model": merge_label(recipe), "source": Path(folder).name}
-        for suite in suites:
-            score = point["scores"][suite]
-            row[COLUMNS[suite]] = round(100 * score["score"], 2)
-            row[f"{COLUMNS[suite]}_se"] = round(100 * score["stderr"], 2)
-        for skill in skills:
-            weights = dict(zip(recipe["skills"], point["omega"], strict=True)) if recipe else {}
-            row[f"omega_{skill}"] = round(weights[skill], 4) if skill in weights else None
-        rows.append(row)
-    return pd.DataFrame(rows)
+def _score_columns(wide: pd.DataFrame) -> list[str]:
+    derived = [c for c in wide.columns if c.endswith("_change_pct")]
+    return [c for c in (*SUITE_COLUMN.values(), *derived) if c in wide.columns]
 
 
-def omega_sweep(sweeps: list[str], baseline: str) -> pd.DataFrame:
-    """Figure 1's data: every suite's score along the ω grid, one block of rows per skill."""
-    base = read_summary(baseline)["points"][0]["scores"]
-    rows = []
-    for folder in sweeps:
-        summary = read_summary(folder)
-        (skill,) = summary["recipe"]["skills"]
-        heuristic = summary["heuristic_omega"][0]
-        for point in summary["points"]:
-            row = {"skill": skill, "omega": point["omega"][0], "heuristic_omega": heuristic}
-            for suite, score in point["scores"].items():
-                row[COLUMNS[suite]] = round(100 * score["score"], 2)
-                row[f"{COLUMNS[suite]}_se"] = round(100 * score["stderr"], 2)
-                row[f"{COLUMNS[suite]}_baseline"] = round(100 * base[suite]["score"], 2)
-            rows.append(row)
-    return pd.DataFrame(rows)
+def aggregate(wide: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Mean over seeds per point: X, X_sd (sample sd, NaN with one seed), X_se (mean evaluation
+    stderr, the yardstick of a one-seed number), `seeds`, and `steps` (mean over seeds)."""
+    columns = list(columns) if columns is not None else _score_columns(wide)
+    groups = wide.groupby(POINT, sort=False, dropna=False)
+    out = groups[columns].mean()
+    for column in columns:
+        out[f"{column}_sd"] = groups[column].std(ddof=1)
+        if f"{column}_se" in wide.columns:
+            out[f"{column}_se"] = groups[f"{column}_se"].mean()
+    out["seeds"] = groups["seed"].nunique()
+    out["steps"] = groups["steps"].mean()
+    return out.reset_index()
 
 
-def best_point(summary: dict, skill: str) -> dict:
-    """The grid point with the highest skill score (the smallest ω among ties).
-
-    Like the paper's "best PTM", it is chosen on the evaluation sets themselves, so it is an
-    upper bound on what a tuned ω gives, not a held-out estimate.
-    """
-    return max(summary["points"], key=lambda p: (p["scores"][skill]["score"], -p["omega"][0]))
+def results_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame averaged over seeds: one row per evaluated point."""
+    return aggregate(per_seed(frame))
 
 
-def _change(value: float, base: float) -> float | None:
+# ---- selections -------------------------------------------------------------------------------
+
+
+def omega_value(row: Mapping, skill: str | None = None) -> float:
+    """The ω a point gave `skill` (the only skill if None); NaN for a trained model."""
+    if not row["omega"]:
+        return math.nan
+    weights = [float(w) for w in row["omega"].split("+")]
+    if skill is None:
+        if len(weights) != 1:
+            raise ValueError(f"{row['model']}: ω {row['omega']!r} has several skills")
+        return weights[0]
+    return dict(zip(row["skills"].split("+"), weights, strict=True)).get(skill, math.nan)
+
+
+def pick(agg: pd.DataFrame, *, regime: str, skills: str, method: str = "",
+         weighting: str | None = None) -> pd.DataFrame:
+    """The points of one kind: regime, skills ("+"-joined), and for merges method and weighting."""
+    mask = (agg["regime"] == regime) & (agg["skills"] == skills) & (agg["method"] == method)
+    if weighting is not None:
+        mask &= agg["weighting"] == weighting
+    return agg[mask]
+
+
+def best(candidates: pd.DataFrame, column: str) -> pd.Series:
+    """The row with the highest mean `column`; ties as the module docstring says."""
+    if candidates.empty:
+        raise ValueError(f"no candidate rows to choose the best {column} from")
+    order = candidates.assign(
+        _score=-candidates[column].round(TIE_TOLERANCE_DIGITS),
+        _steps=candidates["steps"].fillna(math.inf),
+        _omega=[sum(float(w) for w in o.split("+")) if o else 0.0 for o in candidates["omega"]],
+    ).sort_values(["_score", "_steps", "_omega", "size", "model"], kind="mergesort")
+    return candidates.loc[order.index[0]]
+
+
+def best_of(agg: pd.DataFrame, column: str, **kind: str) -> pd.Series:
+    """`best` among the points of one kind (`pick`'s arguments); none is an error naming it."""
+    candidates = pick(agg, **kind)
+    if candidates.empty:
+        described = ", ".join(f"{key} {value!r}" for key, value in kind.items())
+        raise ValueError(f"results frame: no point with {described} to choose the best "
+                         f"{column} from")
+    return best(candidates, column)
+
+
+def baseline(agg: pd.DataFrame) -> pd.Series:
+    rows = agg[agg["regime"] == "general"]
+    if len(rows) != 1:
+        raise ValueError(f"results frame: expected one θ_G point (regime 'general'), "
+                         f"got {len(rows)}")
+    return rows.iloc[0]
+
+
+def _only(rows: pd.DataFrame, what: str) -> pd.Series:
+    if len(rows) != 1:
+        names = sorted(set(rows["model"]))
+        raise ValueError(f"results frame: expected one {what}, got {len(rows)} ({names})")
+    return rows.iloc[0]
+
+
+def _table_row(label: str, point: pd.Series, columns: Sequence[str], note: str = "",
+               **extra: object) -> dict:
+    row: dict[str, object] = {"model": label, **extra, "source": point["model"],
+                              "size": point["size"], "omega": point["omega"]}
+    for column in columns:
+        row[column] = round(point[column], 2) if column in point else math.nan
+        row[f"{column}_sd"] = round(point[f"{column}_sd"], 2) if column in point else math.nan
+    row["steps"] = point["steps"]
+    row["seeds"] = int(point["seeds"])
+    row["note"] = note
+    return row
+
+
+def _frame(rows: list[dict]) -> pd.DataFrame:
+    table = pd.DataFrame(rows)
+    table["steps"] = table["steps"].astype("Int64")
+    return table
+
+
+# ---- the tables -------------------------------------------------------------------------------
+
+
+def table2(frame: pd.DataFrame, skill: str = "science", method: str = PTM_METHOD) -> pd.DataFrame:
+    """Table 2: one skill across data sizes. θ_G, then the best CFT and best RT over sizes and
+    the best PTM over sizes and the ω grid, each with its size, ω and training steps."""
+    agg = results_table(frame)
+    column = SUITE_COLUMN[skill]
+    columns = ["General", column]
+    rows = [_table_row(BASELINE, baseline(agg), columns)]
+    for label, regime, extra in (("CFT", "cft", {}), ("RT", "rt", {}),
+                                 ("PTM", "merge", {"method": method, "weighting": "grid"})):
+        over = " over sizes" + (" and the ω grid" if regime == "merge" else "")
+        note = BEST_RULE.format(column=column, over=over)
+        point = best_of(agg, column, regime=regime, skills=skill, **extra)
+        rows.append(_table_row(f"best {label}", point, columns, note))
+    return _frame(rows)
+
+
+def _change(values: pd.Series, base: float) -> pd.Series:
     """Percent change against θ_G, as the paper's Table 3 reports it; none from a zero base."""
-    return round(100 * (value - base) / base, 1) if base else None
+    return 100 * (values - base) / base if base else pd.Series(math.nan, index=values.index)
 
 
-def table3(baseline: str, procedures: dict[str, dict[str, str]], steps: dict[str, dict[str, int]],
-           suites: list[str]) -> pd.DataFrame:
-    """Per skill: θ_G, CFT, RT, and PTM at ω = |D|/|G| and at its best grid ω (Table 3's shape).
-
-    procedures[skill] names the evaluation folders: "CFT", "RT", "heuristic" and "grid";
-    steps[skill] the optimizer steps each procedure trained for ("CFT", "RT", "PTM"), the
-    paper's cost measure. Scores in percent with stderr; changes in percent of θ_G's score.
-    """
-    base_point = read_summary(baseline)["points"][0]
+def table3(frame: pd.DataFrame, skills: Iterable[str] = tuple(SKILL_ORDER),
+           method: str = PTM_METHOD) -> pd.DataFrame:
+    """Table 3: per skill, θ_G, best CFT, best RT, PTM at ω = |D|/|G| and PTM at its best grid ω,
+    against θ_G: General, Skill and ExRef, their percent change from θ_G (computed per seed, then
+    averaged), and training steps (the paper's cost)."""
+    wide = per_seed(frame)
+    agg = aggregate(wide)
+    base = baseline(agg)
     rows = []
-    for skill, folders in procedures.items():
-        kept = [s for s in ("general", skill, "exref") if s in suites]
-        base = {s: base_point["scores"][s]["score"] for s in kept}
-        first = {kind: read_summary(folders[kind])["points"][0] for kind in ("CFT", "RT",
-                                                                             "heuristic")}
-        cost = steps[skill]
-        candidates = [
-            ("θ_G", baseline, base_point, None),
-            ("CFT", folders["CFT"], first["CFT"], cost["CFT"]),
-            ("RT", folders["RT"], first["RT"], cost["RT"]),
-            ("PTM heuristic ω", folders["heuristic"], first["heuristic"], cost["PTM"]),
-            ("PTM best ω", folders["grid"], best_point(read_summary(folders["grid"]), skill),
-             cost["PTM"]),
+    for skill in skills:
+        column = SUITE_COLUMN[skill]
+        seeded = wide.assign(
+            Skill=wide[column], Skill_se=wide[f"{column}_se"],
+            General_change_pct=_change(wide["General"], base["General"]),
+            Skill_change_pct=_change(wide[column], base[column]),
+        )
+        scores = [c for c in ("General", "Skill", "ExRef") if c in seeded.columns]
+        points = aggregate(seeded, [*scores, "General_change_pct", "Skill_change_pct"])
+        chosen = [
+            ("θ_G", baseline(points), ""),
+            ("CFT", best_of(points, "Skill", regime="cft", skills=skill),
+             BEST_RULE.format(column=column, over=" over sizes")),
+            ("RT", best_of(points, "Skill", regime="rt", skills=skill),
+             BEST_RULE.format(column=column, over=" over sizes")),
+            ("PTM heuristic ω", best_of(points, "Skill", regime="merge", skills=skill,
+                                        method=method, weighting="heuristic"),
+             BEST_RULE.format(column=column, over=" over sizes") + "; ω = |D|/|G|"),
+            ("PTM best ω", best_of(points, "Skill", regime="merge", skills=skill,
+                                   method=method, weighting="grid"),
+             BEST_RULE.format(column=column, over=" over sizes and the ω grid")),
         ]
-        for procedure, folder, point, n_steps in candidates:
-            row: dict[str, object] = {
-                "skill": skill, "procedure": procedure, "source": Path(folder).name,
-                "omega": round(point["omega"][0], 4) if point.get("omega") else None,
-            }
-            for suite in kept:
-                name = "Skill" if suite == skill else COLUMNS[suite]
-                row[name] = round(100 * point["scores"][suite]["score"], 2)
-                row[f"{name}_se"] = round(100 * point["scores"][suite]["stderr"], 2)
-            if "general" in kept:
-                row["General_change_pct"] = _change(point["scores"]["general"]["score"],
-                                                    base["general"])
-            row["Skill_change_pct"] = _change(point["scores"][skill]["score"], base[skill])
-            row["train_steps"] = n_steps
+        for procedure, point, note in chosen:
+            row = _table_row(procedure, point, [*scores, "General_change_pct",
+                                                "Skill_change_pct"], note)
+            row.pop("model")
+            rows.append({"skill": skill, "procedure": procedure, **row})
+    return _frame(rows)
+
+
+def _suite_columns(agg: pd.DataFrame) -> list[str]:
+    return [c for c in SUITE_COLUMN.values() if c in agg.columns]
+
+
+def table4(frame: pd.DataFrame, skills: Sequence[str] = tuple(SKILL_ORDER),
+           method: str = PTM_METHOD) -> pd.DataFrame:
+    """Table 4: all skills at once. θ_G; PTM at the heuristic ω (one merge of every task vector);
+    CFT on D1∪D2∪D3 from θ_G; RT on G∪D1∪D2∪D3 from θ_pre."""
+    agg = results_table(frame)
+    columns = _suite_columns(agg)
+    joined = "+".join(skills)
+    kinds = [("PTM (heuristic ω)", {"regime": "merge", "method": method,
+                                    "weighting": "heuristic"}),
+             ("CFT", {"regime": "cft"}), ("RT", {"regime": "rt"})]
+    rows = [_table_row(BASELINE, baseline(agg), columns)]
+    for label, kind in kinds:
+        point = _only(pick(agg, skills=joined, **kind), f"{label} on {joined}")
+        rows.append(_table_row(label, point, columns))
+    return _frame(rows)
+
+
+def merge_label(skills: str, method: str, size: str, ptm_method: str = PTM_METHOD) -> str:
+    """'PTM science + coding', the method named when it is not the paper's, the size when not
+    all data."""
+    label = "PTM " + " + ".join(skills.split("+"))
+    if method != ptm_method:
+        label += f" ({METHOD_LABEL.get(method, method)})"
+    sizes = set(size.split("+"))
+    return label if sizes == {"all"} else f"{label} [{size}]"
+
+
+def _omega_columns(row: dict, point: pd.Series, skills: Sequence[str]) -> None:
+    for skill in skills:
+        row[f"omega_{skill}"] = omega_value(point, skill)
+
+
+def table5(frame: pd.DataFrame, skills: Sequence[str] = tuple(SKILL_ORDER),
+           method: str = PTM_METHOD) -> pd.DataFrame:
+    """Table 5: θ_G, then every merge at the heuristic ω (each skill alone, every pair, all),
+    in the paper's skill order; the ω each skill's task vector got in omega_<skill>."""
+    agg = results_table(frame)
+    columns = _suite_columns(agg)
+    merges = agg[(agg["regime"] == "merge") & (agg["method"] == method)
+                 & (agg["weighting"] == "heuristic")]
+    if merges.empty:
+        raise ValueError(f"results frame: no heuristic-ω merge by method {method!r}")
+    order = sorted(merges.index, key=lambda i: (
+        len(merges.at[i, "skills"].split("+")),
+        [list(skills).index(s) for s in merges.at[i, "skills"].split("+")],
+        merges.at[i, "size"]))
+    rows = []
+    for point in [baseline(agg), *(merges.loc[i] for i in order)]:
+        label = (BASELINE if point["regime"] == "general"
+                 else merge_label(point["skills"], method, point["size"]))
+        row = _table_row(label, point, columns)
+        _omega_columns(row, point, skills)
+        rows.append(row)
+    return _frame(rows)
+
+
+def table6(frame: pd.DataFrame, skills: Sequence[str] = tuple(SKILL_ORDER),
+           methods: Sequence[str] = ("ta", "ties", "dare", "dareties"),
+           density: float | None = None) -> pd.DataFrame:
+    """Table 6: the merge of every skill at the heuristic ω by each method (task arithmetic,
+    TIES, DARE, DARE-TIES), beside θ_G. Methods not evaluated are left out; none is an error.
+    `density` (the share of each task vector TIES and DARE keep) goes into their notes."""
+    agg = results_table(frame)
+    columns = _suite_columns(agg)
+    joined = "+".join(skills)
+    rows = [_table_row(BASELINE, baseline(agg), columns, method="")]
+    for tag in methods:
+        found = pick(agg, regime="merge", skills=joined, method=tag, weighting="heuristic")
+        if not found.empty:
+            point = _only(found, f"{tag} merge of {joined}")
+            note = "" if density is None or tag in ("ta", "linear", "wiseft") else (
+                f"density {density:g}")
+            row = _table_row(METHOD_LABEL.get(tag, tag), point, columns, note, method=tag)
+            _omega_columns(row, point, skills)
             rows.append(row)
-    return pd.DataFrame(rows)
+    if len(rows) == 1:
+        raise ValueError(f"results frame: no heuristic-ω merge of {joined} by any of {methods}")
+    return _frame(rows)
 
 
-SKILL_COLUMN = {"science": "Science", "safety": "Safety", "coding": "Coding"}
+def cell_files(evals: Iterable[str | Path], model: str, suite: str) -> list[str]:
+    """The evaluation files a table cell of `model`'s `suite` comes from, in every input eval
+    folder named `model` (one per seed) — for Step.note_cell: the suite's JSON of a one-point
+    evaluation; for an ω grid, summary.json, which holds every point's scores (each point's
+    JSONs sit in a subfolder named by the evaluation)."""
+    name = "summary.json" if "-grid-" in model else f"{suite}.json"
+    files = [str(Path(folder) / name) for folder in evals if Path(folder).name == model]
+    if not files:
+        raise ValueError(f"no input evaluation folder is named {model!r}")
+    return files
 
 
-def _panel_row(count: int, height: float):
-    """A figure with one row of `count` panels (matplotlib's file-only backend: jobs have no
-    display, and importing it only here keeps it off every other step's start-up)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, count, figsize=(4.2 * count, height), squeeze=False)
-    return fig, axes[0]
-
-
-def _save_png(fig, path, rect: tuple[float, float, float, float] | None = None) -> None:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout(rect=rect)
-    fig.savefig(path, dpi=120, format="png")
-    plt.close(fig)
-
-
-def plot_omega_sweep(frame: pd.DataFrame, path) -> None:
-    """General vs. skill score along ω, one panel per skill, heuristic ω marked (Figure 1)."""
-    skills = list(dict.fromkeys(frame["skill"]))
-    fig, axes = _panel_row(len(skills), 3.6)
-    for ax, skill in zip(axes, skills, strict=True):
-        part = frame[frame["skill"] == skill].sort_values("omega")
-        lines = [("General", "tab:blue"), (SKILL_COLUMN.get(skill, skill), "tab:orange")]
-        if skill == "safety":
-            lines.append(("ExRef", "tab:green"))
-        for column, color in lines:
-            ax.errorbar(part["omega"], part[column], yerr=part[f"{column}_se"], color=color,
-                        marker="o", ms=3, capsize=2, label=column)
-            ax.axhline(part[f"{column}_baseline"].iloc[0], color=color, ls=":", lw=1)
-        heuristic = part["heuristic_omega"].iloc[0]
-        if heuristic == heuristic:  # not NaN
-            ax.axvline(heuristic, color="gray", ls="--", lw=1, label=f"|D|/|G| = {heuristic:.2f}")
-        ax.set_title(f"θ_G + ω·τ_{skill}")
-        ax.set_xlabel("ω")
-        ax.set_ylim(-3, 103)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower left")
-    axes[0].set_ylabel("score (%) — dotted: θ_G")
-    _save_png(fig, path)
-
-
-PROCEDURE_STYLE = {  # marker, color
-    "θ_G": ("s", "black"),
-    "CFT": ("v", "tab:red"),
-    "RT": ("^", "tab:blue"),
-    "PTM heuristic ω": ("*", "tab:orange"),
-    "PTM best ω": ("D", "tab:orange"),
-}
-
-
-def plot_procedures(table: pd.DataFrame, sweep: pd.DataFrame, path) -> None:
-    """Table 3 as a picture: General vs. skill score per procedure, one panel per skill, with
-    PTM's path along the ω grid, so the trade-off each procedure makes is visible at a glance."""
-    skills = list(dict.fromkeys(table["skill"]))
-    fig, axes = _panel_row(len(skills), 3.8)
-    for ax, skill in zip(axes, skills, strict=True):
-        path_ = sweep[sweep["skill"] == skill].sort_values("omega")
-        column = SKILL_COLUMN.get(skill, skill)
-        ax.plot(path_["General"], path_[column], color="tab:orange", lw=1, alpha=0.6,
-                label="PTM along ω")
-        for _, point in path_.iloc[:: max(1, len(path_) // 5)].iterrows():
-            ax.annotate(f"{point['omega']:g}", (point["General"], point[column]), fontsize=6,
-                        color="tab:orange", xytext=(3, -8), textcoords="offset points")
-        for _, row in table[table["skill"] == skill].iterrows():
-            marker, color = PROCEDURE_STYLE[row["procedure"]]
-            ax.errorbar(row["General"], row["Skill"], xerr=row["General_se"],
-                        yerr=row["Skill_se"], marker=marker, color=color, ms=8, capsize=2,
-                        ls="none", label=row["procedure"])
-        ax.set_title(skill)
-        ax.set_xlabel("General (%)")
-        ax.set_xlim(-3, 103)
-        ax.set_ylim(-3, 103)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("skill score (%)")
-    # One legend under the panels: inside, it would cover points in one panel or another.
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=6, fontsize=8)
-    _save_png(fig, path, rect=(0, 0.08, 1, 1))
+def table_cells(table: pd.DataFrame, evals: Iterable[str | Path],
+                label_columns: Sequence[str] = ("model",)) -> list[tuple[str, str, list[str]]]:
+    """(row, column, files) of every score cell of a table with a `source` column: the suite's
+    JSON of the row's model in every seed's evaluation folder (Step.note_cell's arguments). A
+    `Skill` column is the suite of the row's `skill`."""
+    suites = {column: suite for suite, column in SUITE_COLUMN.items()}
+    evals = list(evals)
+    cells = []
+    for _, row in table.iterrows():
+        label = ": ".join(str(row[c]) for c in label_columns)
+        for column in table.columns:
+            suite = row["skill"] if column == "Skill" else suites.get(column)
+            if suite is not None and pd.notna(row[column]):
+                cells.append((label, column, cell_files(evals, row["source"], suite)))
+    return cells
