@@ -483,25 +483,11 @@ def table2_inputs(wildcards):
 
 
 def table3_inputs(wildcards):
-    """Table 3: per skill (first size), CFT and RT, and PTM at the heuristic and grid ω.
-    Also the first seed's folders by role, for the step program that reads them so."""
+    """Table 3: per skill (first size), CFT and RT, and PTM at the heuristic and grid ω."""
     pairs = main_pairs()
-    merges = {
-        w: [merge_id(TABLE_METHOD, w, [p]) for p in pairs]
-        for w in ("heuristic", "grid")
-    }
-    ids = {regime: regime_ids([regime], pairs) for regime in ("cft", "rt", "ptm")}
-    first = SEEDS[0]
-    return {
-        **table_inputs(
-            ids["cft"] + ids["rt"] + merges["heuristic"] + merges["grid"],
-            ids["cft"] + ids["rt"] + ids["ptm"],
-        ),
-        "baseline": eval_dir("general"),
-        **{r: [eval_dir(seeded(first, i)) for i in ids[r]] for r in ("cft", "rt")},
-        **{w: [eval_dir(seeded(first, i)) for i in merges[w]] for w in merges},
-        **{f"{r}_model": [model_dir(seeded(first, i)) for i in ids[r]] for r in ids},
-    }
+    merges = [merge_id(TABLE_METHOD, w, [p]) for p in pairs for w in ("heuristic", "grid")]
+    trained = regime_ids(["cft", "rt"], pairs)
+    return table_inputs(trained + merges, trained + ptm_models(pairs))
 
 
 def table4_inputs(wildcards):
@@ -516,13 +502,8 @@ def table4_inputs(wildcards):
 
 
 def table5_inputs(wildcards):
-    """Table 5: each skill, every pair and all skills merged at the heuristic ω. Also the
-    first seed's merges by role, for the step program that reads them so."""
-    return {
-        **table_inputs(table5_merges(), ptm_models(main_pairs())),
-        "baseline": eval_dir("general"),
-        "merges": [eval_dir(seeded(SEEDS[0], m)) for m in table5_merges()],
-    }
+    """Table 5: each skill, every pair and all skills merged at the heuristic ω."""
+    return table_inputs(table5_merges(), ptm_models(main_pairs()))
 
 
 # Table 6: the three-skill merge by each method at the heuristic ω (density: merge.density).
@@ -543,13 +524,11 @@ def grid_ids(names, pairs):
 
 
 def figure1_inputs(wildcards):
-    """Figure 1: the table method's ω sweep per skill. Also the first seed's sweeps by role."""
-    sweeps = grid_ids([METHOD_TAGS[TABLE_METHOD]], main_pairs())
-    return {
-        **table_inputs(sweeps),
-        "baseline": eval_dir("general"),
-        "sweeps": [eval_dir(seeded(SEEDS[0], m)) for m in sweeps],
-    }
+    """Figure 1: the table method's ω sweep per skill, and the heuristic merge it marks."""
+    pairs = main_pairs()
+    sweeps = grid_ids([METHOD_TAGS[TABLE_METHOD]], pairs)
+    heuristic = [merge_id(TABLE_METHOD, "heuristic", [p]) for p in pairs]
+    return table_inputs(sweeps + heuristic)
 
 
 # Figure 2 (the paper's is science): WiSE-FT from θ_CFT on D against θ_CFT on D + as much G.
