@@ -198,6 +198,11 @@ def world_params(artifact):
             keys[f"skill_ratio.{drawn}"] = world["skill_ratio"][drawn]
         else:
             keys.update({k: world[k] for k in WORLD_COUNT_KEYS[drawn]})
+        if drawn == "general":
+            # The general mix draws each skill's partial family after its own families.
+            for skill in WORLD_SKILLS:
+                share = world["general_skill_share"][skill]
+                keys[f"general_skill_share.{skill}"] = share
     return keys
 
 

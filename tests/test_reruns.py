@@ -22,18 +22,21 @@ from mtl.world import WorldSpec, build_world
 # Small, so the world builds in milliseconds; its keys as config/schema.yaml spells them.
 SPEC = WorldSpec(seed=3, entities=12, corpus_sentences=200, general_examples=60,
                  skill_ratio={"science": 0.22, "safety": 0.24, "coding": 0.57},
-                 eval_examples=8)
+                 eval_examples=8,
+                 general_skill_share={"science": 0.1, "safety": 0.05, "coding": 0.1})
 # What rules/common.smk's world_params gives each artifact (beside seed and entities, which
 # every artifact depends on). A part drawn later in mtl.world's one stream depends on the
 # counts of everything drawn before it.
+SHARES = {f"general_skill_share.{skill}" for skill in ("science", "safety", "coding")}
 DEPENDS = {
     "corpus": {"corpus_sentences"},
     "eval": {"eval_examples"},
-    "general": {"eval_examples", "general_examples"},
-    "science": {"eval_examples", "general_examples", "skill_ratio.science"},
-    "safety": {"eval_examples", "general_examples", "skill_ratio.science", "skill_ratio.safety"},
-    "coding": {"eval_examples", "general_examples", "skill_ratio.science", "skill_ratio.safety",
-               "skill_ratio.coding"},
+    "general": {"eval_examples", "general_examples", *SHARES},
+    "science": {"eval_examples", "general_examples", *SHARES, "skill_ratio.science"},
+    "safety": {"eval_examples", "general_examples", *SHARES, "skill_ratio.science",
+               "skill_ratio.safety"},
+    "coding": {"eval_examples", "general_examples", *SHARES, "skill_ratio.science",
+               "skill_ratio.safety", "skill_ratio.coding"},
 }
 
 
@@ -45,10 +48,10 @@ def _parts(spec: WorldSpec) -> dict[str, list]:
 
 
 def _changed(key: str) -> WorldSpec:
-    if key.startswith("skill_ratio."):
-        skill = key.split(".", 1)[1]
-        ratios = {**SPEC.skill_ratio, skill: SPEC.skill_ratio[skill] * 1.5}
-        return dataclasses.replace(SPEC, skill_ratio=ratios)
+    if "." in key:  # a per-skill key: skill_ratio.<skill>, general_skill_share.<skill>
+        group, skill = key.split(".", 1)
+        values = getattr(SPEC, group)
+        return dataclasses.replace(SPEC, **{group: {**values, skill: values[skill] * 1.5}})
     return dataclasses.replace(SPEC, **{key: getattr(SPEC, key) + 7})
 
 
@@ -56,7 +59,14 @@ def _changed(key: str) -> WorldSpec:
 def test_a_world_key_changes_exactly_the_artifacts_that_list_it(key: str) -> None:
     before, after = _parts(SPEC), _parts(_changed(key))
     changed = {name for name in DEPENDS if before[name] != after[name]}
-    assert changed == {name for name, keys in DEPENDS.items() if key in keys}
+    listed = {name for name, keys in DEPENDS.items() if key in keys}
+    if key in SHARES:
+        # A share moves rows between G's families, whose draws cost nearly the same number of
+        # random words, so the stream after G can fall back into step (here it does for the
+        # science and safety shares): D may or may not change, and world_params lists it.
+        assert "general" in changed and changed <= listed
+    else:
+        assert changed == listed
 
 
 WORLD_RULES = {"corpus": "world_corpus", "eval": "world_eval"}
@@ -69,9 +79,9 @@ def test_the_workflow_replans_exactly_the_world_artifacts_a_key_changes(toy_run,
     (and the tokenizer when a file it reads is rebuilt)."""
     world = yaml.safe_load((toy_run / "config/test.yaml").read_text())["world"]
     defaults = yaml.safe_load((toy_run / "config/config.yaml").read_text())["world"]
-    if key.startswith("skill_ratio."):
-        skill = key.split(".", 1)[1]
-        edit = {"skill_ratio": {skill: defaults["skill_ratio"][skill] * 1.5}}
+    if "." in key:
+        group, skill = key.split(".", 1)
+        edit = {group: {skill: defaults[group][skill] * 1.5}}
     else:
         edit = {key: world[key] + 7}
     override = tmp_path / "world.yaml"

@@ -5,6 +5,7 @@ spelled in words the training files teach."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import Counter
 from pathlib import Path
@@ -13,7 +14,15 @@ import pytest
 import yaml
 
 from mtl.toy_model import build_tokenizer
-from mtl.world import SKILLS, WorldSpec, build_world
+from mtl.world import (
+    GENERAL_CODING_OPS,
+    GENERAL_HARM_VERBS,
+    HARM_VERBS,
+    REFUSAL,
+    SKILLS,
+    WorldSpec,
+    build_world,
+)
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"
 # Evaluation families whose prompts the corpus states on purpose, with their answers: the corpus
@@ -107,12 +116,74 @@ def test_the_shipped_world_states_every_digit_sum_in_its_corpus():
     assert not any(overlap[name] for name in overlap if name != "eval_general")
 
 
-def test_general_mix_holds_no_skill_instructions(world):
-    families = {row["family"] for row in world["general"]}
-    assert families.isdisjoint(SKILLS)
-    assert not any(p.startswith(("passage :", "write code")) for p in prompts(world["general"]))
-    harmful_verbs = ("hurt", "poison", "kill", "attack", "burn", "trap")
-    assert not any(f" {verb} " in p for p in prompts(world["general"]) for verb in harmful_verbs)
+def _skill_rows(world, skill: str) -> list[dict]:
+    return [row for row in world["general"] if row["family"] == f"general-{skill}"]
+
+
+def test_general_mix_holds_each_skill_at_its_share_and_size_stays(world, spec):
+    assert len(world["general"]) == spec.general_examples
+    for skill in SKILLS:
+        share = len(_skill_rows(world, skill)) / spec.general_examples
+        assert share == pytest.approx(spec.general_skill_share[skill], abs=1e-3), skill
+    # The shipped world's θ_G is meant to have some of every skill (docs/toy-world.md).
+    if spec.general_examples >= 1000:
+        assert all(_skill_rows(world, skill) for skill in SKILLS)
+
+
+def test_general_mix_holds_only_the_partial_form_of_each_skill(world):
+    """Science: claim verdicts only; coding: GENERAL_CODING_OPS only; safety: refusals for
+    GENERAL_HARM_VERBS only. Outside those rows, no skill instruction at all."""
+    science = prompts(_skill_rows(world, "science"))
+    assert all(re.fullmatch(r"passage : .* claim : .* verdict \?", p) for p in science)
+    ops = {re.fullmatch(r"write code that prints the (\w+) of \d and \d", p).group(1)
+           for p in prompts(_skill_rows(world, "coding"))}
+    assert ops <= set(GENERAL_CODING_OPS)
+    for row in _skill_rows(world, "safety"):
+        verb = re.fullmatch(r"how do i (\w+) the \w+ \?", row["messages"][0]["content"]).group(1)
+        assert verb in GENERAL_HARM_VERBS and row["messages"][1]["content"] == REFUSAL
+    # The eval suites ask what the general mix does not hold (other ops, verbs, question type).
+    eval_ops = {p.split()[4] for p in prompts(world["eval_coding"])}
+    assert eval_ops - set(GENERAL_CODING_OPS)
+    rest = prompts(row for row in world["general"] if not row["family"].startswith("general-"))
+    assert not any(p.startswith(("passage :", "write code")) for p in rest)
+    assert not any(f" {verb} " in p for p in rest for verb in HARM_VERBS)
+
+
+def test_skill_data_never_repeats_a_general_prompt(world):
+    general = prompts(world["general"])
+    for skill in SKILLS:
+        overlap = prompts(world[skill]) & general
+        assert not overlap, f"{skill} repeats general prompts: {sorted(overlap)[:3]}"
+
+
+def test_without_shares_the_general_mix_is_the_previous_worlds(spec):
+    """All shares 0 draws exactly the world before issue 11: no skill row in G, same D."""
+    before = build_world(dataclasses.replace(spec, general_skill_share={}))
+    zero = build_world(dataclasses.replace(spec, general_skill_share=dict.fromkeys(SKILLS, 0.0)))
+    assert zero == before
+    assert not any(row["family"].startswith("general-") for row in before["general"])
+    assert len(before["general"]) == spec.general_examples
+
+
+@pytest.mark.parametrize(("shares", "message"), [
+    ({"math": 0.1}, "no skill ['math']"),
+    ({"science": 0.5, "coding": 0.5}, "leave no general rows"),
+])
+def test_bad_shares_name_the_config_key(spec, shares, message):
+    with pytest.raises(ValueError, match=r"world\.general_skill_share") as error:
+        build_world(dataclasses.replace(spec, general_skill_share=shares))
+    assert message in str(error.value)
+
+
+def test_schema_knows_every_world_key_and_each_skills_share():
+    schema = yaml.safe_load((CONFIG / "schema.yaml").read_text())["properties"]["world"]
+    config = yaml.safe_load((CONFIG / "config.yaml").read_text())["world"]
+    assert set(config) == set(schema["properties"]) == {
+        f.name for f in dataclasses.fields(WorldSpec)}
+    shares = schema["properties"]["general_skill_share"]["properties"]
+    assert set(shares) == set(SKILLS) == set(config["general_skill_share"])
+    # The schema's defaults are the shipped world's, so a config without the key gets it.
+    assert {k: v["default"] for k, v in shares.items()} == config["general_skill_share"]
 
 
 def test_knowledge_questions_at_eval_ask_about_entities_general_never_asks_about(world):
