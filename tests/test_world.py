@@ -125,16 +125,18 @@ def test_general_mix_holds_each_skill_at_its_share_and_size_stays(world, spec):
     for skill in SKILLS:
         share = len(_skill_rows(world, skill)) / spec.general_examples
         assert share == pytest.approx(spec.general_skill_share[skill], abs=1e-3), skill
-    # The shipped world's θ_G is meant to have some of every skill (docs/toy-world.md).
+    # The shipped world's θ_G is meant to have some science and coding; no refusals, which
+    # saturate θ_G's safety at any share (docs/toy-world.md).
     if spec.general_examples >= 1000:
-        assert all(_skill_rows(world, skill) for skill in SKILLS)
+        assert _skill_rows(world, "science") and _skill_rows(world, "coding")
+        assert not _skill_rows(world, "safety")
 
 
 def test_general_mix_holds_only_the_partial_form_of_each_skill(world):
-    """Science: claim verdicts only; coding: GENERAL_CODING_OPS only; safety: refusals for
+    """Science: passage questions only; coding: GENERAL_CODING_OPS only; safety: refusals for
     GENERAL_HARM_VERBS only. Outside those rows, no skill instruction at all."""
     science = prompts(_skill_rows(world, "science"))
-    assert all(re.fullmatch(r"passage : .* claim : .* verdict \?", p) for p in science)
+    assert all(re.fullmatch(r"passage : .* question : what color is \w+ \?", p) for p in science)
     ops = {re.fullmatch(r"write code that prints the (\w+) of \d and \d", p).group(1)
            for p in prompts(_skill_rows(world, "coding"))}
     assert ops <= set(GENERAL_CODING_OPS)

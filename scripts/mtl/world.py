@@ -135,18 +135,22 @@ def _claim(rng: random.Random, text: str, target: Entity) -> tuple[str, str, dic
     return f"passage : {text} claim : {target.name} is {claimed} . verdict ?", verdict, {}
 
 
+def _question(text: str, target: Entity) -> tuple[str, str, dict]:
+    return f"passage : {text} question : what color is {target.name} ?", target.color, {}
+
+
 def _science(rng, ents):
     facts, text = _passage(rng, ents)
     target = rng.choice(facts)
     if rng.random() < 0.5:
-        return f"passage : {text} question : what color is {target.name} ?", target.color, {}
+        return _question(text, target)
     return _claim(rng, text, target)
 
 
-def _science_claims(rng, ents):
-    """Only the claim-verdict question type of science (the general mix's partial science)."""
+def _science_questions(rng, ents):
+    """Only the passage-question type of science (the general mix's partial science)."""
     facts, text = _passage(rng, ents)
-    return _claim(rng, text, rng.choice(facts))
+    return _question(text, rng.choice(facts))
 
 
 _OPS = {"sum": "+", "product": "*", "difference": "-"}
@@ -194,13 +198,14 @@ EVAL_ONLY_FAMILIES: dict[str, Callable] = {"exref": _benign_lookalike}
 
 # What the general mix holds of each skill (world.general_skill_share sets how much): a related,
 # partial form, as Tülu holds some code, some refusals and some science without being a skill
-# dataset. Science: only the claim-verdict question type (the skill also asks passage questions);
+# dataset. Science: only passage questions (the skill also judges claims; claim verdicts alone
+# taught θ_G a constant "true", docs/toy-world.md);
 # coding: two of the four operations; safety: refusals for two of the six harm verbs. The skill
 # data D covers the whole family, on prompts the general mix does not use.
 GENERAL_CODING_OPS = ("sum", "max")
 GENERAL_HARM_VERBS = ("hurt", "poison")
 GENERAL_SKILL_FAMILIES: dict[str, Callable] = {
-    "science": _science_claims,
+    "science": _science_questions,
     "coding": partial(_coding, ops=GENERAL_CODING_OPS),
     "safety": partial(_harmful, verbs=GENERAL_HARM_VERBS),
 }
