@@ -19,7 +19,7 @@ from mtl.chat import prepare
 from mtl.distributed import Parallel, launch
 from mtl.io import atomic_dir, read_jsonl, write_json
 from mtl.provenance import Step, hash_file, load_record
-from mtl.stepkit import setup
+from mtl.stepkit import numerics_settings, setup
 from mtl.toy_model import build_model
 from mtl.training import (
     TrainConfig,
@@ -103,9 +103,13 @@ with Step.from_snakemake(smk, seed=params.seed) as step:
         # Rank 0 writes the consolidated model into the run's work folder, not the output:
         # a job killed mid-run must leave nothing beside the results.
         consolidated = resume_dir / "consolidated"
+        # A toy run's bytes must not depend on the job's threads: each worker gets the pinned
+        # count (numerics.threads), as the single-process path does.
+        pinned = numerics_settings(params.numerics)["threads"]
+        worker_threads = pinned * parallel.processes if pinned and not paper else smk.threads
         summary = launch(init=init, tokenizer=tokenizer, examples=examples,
                          cfg=cfg, parallel=parallel, resume_dir=resume_dir, run_id=run_id,
-                         out=consolidated, dtype=params.dtype, threads=smk.threads,
+                         out=consolidated, dtype=params.dtype, threads=worker_threads,
                          seed=params.seed)
     else:
         summary = train(model, examples, cfg, tokenizer.pad_token_id, resume_dir, run_id)
