@@ -19,7 +19,7 @@ from mtl.chat import prepare
 from mtl.distributed import Parallel, launch
 from mtl.io import atomic_dir, read_jsonl, write_json
 from mtl.provenance import Step, hash_file, load_record
-from mtl.stepkit import setup
+from mtl.stepkit import numerics_settings, setup
 from mtl.toy_model import build_model
 from mtl.training import (
     TrainConfig,
@@ -47,10 +47,12 @@ cfg = TrainConfig(
     seed=params.seed,
 )
 dtype = getattr(torch, params.dtype)
-# Paper-scale finetuning: chat template for a base model without one, and how many processes.
+# Paper-scale finetuning: chat template for a base model without one, and how many processes;
+# on a CPU a toy run may train in `processes` gloo workers (a fixed count: the same bytes anywhere).
 paper = params.get("parallel") is not None
-parallel = Parallel(**params.parallel) if paper else Parallel()
-distributed = paper and (parallel.processes > 1 or torch.cuda.is_available())
+parallel = (Parallel(**params.parallel) if paper
+            else Parallel(processes=params.train.get("processes", 1)))
+distributed = parallel.processes > 1 or (paper and torch.cuda.is_available())
 
 with Step.from_snakemake(smk, seed=params.seed) as step:
     # ---- model and tokenizer
@@ -92,16 +94,25 @@ with Step.from_snakemake(smk, seed=params.seed) as step:
 
     # ---- train (resumable) and save
     run_id = fingerprint(regime, init_id, [hash_file(f) for f in data_files], cfg.__dict__,
-                         *([parallel.__dict__, tokenizer.chat_template] if paper else []))
+                         *([parallel.__dict__, tokenizer.chat_template] if paper
+                           else [parallel.__dict__] if distributed else []))
     resume_dir = Path(params.resume_dir)
     if distributed:
+        init = resume_dir / "init" if regime == "pretrain" else Path(smk.input.init)
+        if regime == "pretrain":
+            # The workers load their start from disk: the freshly built θ_pre init.
+            model.save_pretrained(init, safe_serialization=True)
         del model  # each worker loads its own copy and keeps only its shard
         # Rank 0 writes the consolidated model into the run's work folder, not the output:
         # a job killed mid-run must leave nothing beside the results.
         consolidated = resume_dir / "consolidated"
-        summary = launch(init=Path(smk.input.init), tokenizer=tokenizer, examples=examples,
+        # A toy run's bytes must not depend on the job's threads: each worker gets the pinned
+        # count (numerics.threads), as the single-process path does.
+        pinned = numerics_settings(params.numerics)["threads"]
+        worker_threads = pinned * parallel.processes if pinned and not paper else smk.threads
+        summary = launch(init=init, tokenizer=tokenizer, examples=examples,
                          cfg=cfg, parallel=parallel, resume_dir=resume_dir, run_id=run_id,
-                         out=consolidated, dtype=params.dtype, threads=smk.threads,
+                         out=consolidated, dtype=params.dtype, threads=worker_threads,
                          seed=params.seed)
     else:
         summary = train(model, examples, cfg, tokenizer.pad_token_id, resume_dir, run_id)

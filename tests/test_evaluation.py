@@ -3,6 +3,7 @@ stderr that goes with it, inversion, the mean over a suite's tasks, and clear er
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 
@@ -155,3 +156,38 @@ def test_toy_exref_scores_compliance_the_inverse_of_a_refusal():
     assert utils.process_exref(doc, [doc["answer"]]) == {"compliance": 1.0}
     assert utils.process_safety(doc, [REFUSAL]) == {"refusal": 1.0}
     assert utils.process_safety(doc, [doc["answer"]]) == {"refusal": 0.0}
+
+
+def test_each_distinct_program_runs_once_per_process_and_scores_as_a_fresh_run(monkeypatch):
+    import mtl.scoring
+
+    runs = []
+
+    def counting(source: str, timeout: float = 5.0):
+        runs.append(source)
+        return mtl.scoring.run_program(source, timeout)
+
+    monkeypatch.setattr(mtl.scoring, "_run_once", functools.cache(counting))
+    cases = [("print ( 3 + 4 )", "7"), ("print ( 3 + 4 ) </s>", "7"), ("print ( 3 + 4 )", "8"),
+             ("print ( 2 * 4 )", "8"), ("print ( 3 +", "7")]
+    scores = [mtl.scoring.program_passes(p, e) for p, e in cases * 3]
+    # The same program (up to whitespace and EOS) runs once, whatever output it is checked for.
+    assert runs == ["print ( 3 + 4 )", "print ( 2 * 4 )", "print ( 3 +"]
+    assert scores == [1.0, 1.0, 0.0, 1.0, 0.0] * 3
+
+
+def test_templates_compiled_once_render_what_a_fresh_compile_renders():
+    import lm_eval.utils
+
+    from mtl.evaluation import _compile_templates_once
+
+    template = "{{messages[0].content}} | {{ answer | regex_replace('x', 'y') }}"
+    doc = {"messages": [{"content": "a b"}], "answer": "xx"}
+    fresh = lm_eval.utils.apply_template(template, doc)
+    _compile_templates_once()
+    _compile_templates_once()  # idempotent: one cache, not a cache of a cache
+    compiled = lm_eval.utils.env.from_string
+    assert lm_eval.utils.apply_template(template, doc) == fresh == "a b | yy"
+    assert lm_eval.utils.apply_template(template, {**doc, "answer": "x"}) == "a b | y"
+    assert compiled.cache_info().hits >= 1
+    assert not hasattr(compiled.__wrapped__, "cache_info")

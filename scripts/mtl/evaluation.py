@@ -11,6 +11,7 @@ tasks in the config (`evaluation.tasks`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -112,6 +113,7 @@ class Evaluator:
         # lm-eval probes the environment after every call (pip list, nvidia-smi, ...: seconds
         # each, for every grid point); the provenance record already holds the environment.
         lm_eval.evaluator.add_env_info = lambda results: None
+        _compile_templates_once()
         self.specs = specs
         self.limit = limit
         self.seed = seed
@@ -168,6 +170,16 @@ class Evaluator:
             }
             log.info("%s: %.3f ± %.3f", suite, out[suite]["score"], out[suite]["stderr"])
         return out
+
+
+def _compile_templates_once() -> None:
+    """lm-eval compiles a task's Jinja templates anew for every document and every call (a
+    second per grid point); a compiled template renders the same text, so compile each once."""
+    import lm_eval.utils
+
+    env = lm_eval.utils.env
+    if not hasattr(env.from_string, "cache_info"):
+        env.from_string = functools.lru_cache(maxsize=1024)(env.from_string)
 
 
 def _task_manager(include_path: Path | str | None, names: set[str]):
