@@ -15,7 +15,7 @@ Every stage starts after `sync`, with the inputs in the page cache. Usage:
                                 [--breakdown]
 
 --breakdown adds where (a)'s CPU time goes: each part of its pass run alone on one thread
-(reading, float32 arithmetic, range checks, casts, sha256, writes), in thread CPU seconds.
+(reading, float32 arithmetic, range checks, casts, hashing, writes), in thread CPU seconds.
 
 --quick runs a tiny model and a 3-point grid as a smoke test.
 """
@@ -254,20 +254,19 @@ def breakdown(workdir: Path, points: int) -> dict[str, float]:
     """Each part of (a)'s pass alone, on this thread, in CPU seconds (time.thread_time: other
     jobs on the machine inflate it less than wall time). The parts are the engine's own
     functions on the benchmark's tensors, for task_arithmetic from finetuned models."""
-    import hashlib
-
     import torch
 
     sys.path.insert(0, str(ROOT / "scripts"))
     from mtl.merge.inputs import check_range
     from mtl.merge.safetensors import Checkpoint
+    from mtl.provenance import HASH, new_hasher
 
     torch.set_num_threads(1)  # as the engine's pass
     inputs = workdir / "inputs"
     roles = ("theta_general", "theta_pre", "theta_d")
     checkpoints = {role: Checkpoint(inputs / role, role) for role in roles}
     cpu = dict.fromkeys(("read", "upcast and check inputs", "τ = θ_D − θ_pre", "add",
-                         "check outputs", "cast to bf16", "sha256", "write"), 0.0)
+                         "check outputs", "cast to bf16", f"hash ({HASH})", "write"), 0.0)
     sink = workdir / "breakdown"
     sink.mkdir(exist_ok=True)
 
@@ -298,8 +297,8 @@ def breakdown(workdir: Path, points: int) -> dict[str, float]:
                     check_range(out, name, spec.dtype)
                 with part("cast to bf16"):
                     data.copy_(out)
-                with part("sha256"):
-                    hashlib.sha256(array).digest()
+                with part(f"hash ({HASH})"):
+                    new_hasher().update(array)
                 with part("write"):
                     handle.write(array)
     shutil.rmtree(sink)

@@ -7,12 +7,12 @@ writes next to each output, so the same run checks the emitted mergekit_config.y
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import blake3
 import pytest
 import torch
 import yaml
@@ -81,8 +81,9 @@ def _variant(
     return dst
 
 
-def _sha256(path: Path) -> str:
-    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+def _blake3(path: Path) -> str:
+    """The file hash records use (mtl.provenance.HASH), computed here independently."""
+    return "blake3:" + blake3.blake3(path.read_bytes()).hexdigest()
 
 
 def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -198,7 +199,7 @@ def test_output_folder(ours: dict, models: dict[str, Path]) -> None:
     names = {p.name for p in folder.iterdir()}
     assert {"config.json", "tokenizer.json", "tokenizer_config.json", "README.md"} <= names
     assert {"model.safetensors", "mergekit_config.yml"} <= names
-    assert result["files"] == {p.name: _sha256(p) for p in folder.iterdir()}
+    assert result["files"] == {p.name: _blake3(p) for p in folder.iterdir()}
     assert (folder / "config.json").read_bytes() == (models["general"] / "config.json").read_bytes()
     card = (folder / "README.md").read_text()
     assert "task_arithmetic" in card and "θ = θ_G + Σ_k ω_k·τ_k" in card and "[0.3]" in card
@@ -244,7 +245,7 @@ def test_one_pass_equals_separate_runs(models: dict[str, Path], tmp_path: Path) 
 def test_extract_task_vector(models: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "tau.safetensors"
     digest = extract_task_vector(models["pre"], models["d1"], out, progress=False)
-    assert digest == _sha256(out)
+    assert digest == _blake3(out)
     assert [p.name for p in tmp_path.iterdir()] == ["tau.safetensors"]
     tau, pre, d1 = load_file(out), _weights(models["pre"]), _weights(models["d1"])
     assert all(torch.equal(tau[n], d1[n] - pre[n]) for n in d1) and tau.keys() == d1.keys()
