@@ -30,6 +30,7 @@ from mtl.merge import (
     heuristic_omega,
     merge_to_disk,
 )
+from mtl.merge.safetensors import Writer
 
 QUIET = {"progress": False}
 TINY = dict(
@@ -240,6 +241,44 @@ def test_one_pass_equals_separate_runs(models: dict[str, Path], tmp_path: Path) 
             (alone,) = merge_to_disk(method, models["general"], [w], [tmp_path / "alone"], **run)
             weights = {n: h for n, h in joint["files"].items() if n.endswith(".safetensors")}
             assert weights == {n: alone["files"][n] for n in weights}, (method, w)
+
+
+def test_blocks_and_staging_leave_the_bytes_alone(
+    models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tiny blocks and staging buffers take every path of the writer — blocks staged, a full
+    buffer flushed, whole tensors (TIES) too large to stage — and write the same files."""
+    grid = [0.0, 0.5, 1.0]
+
+    def run(tag: str) -> dict[str, list[dict]]:
+        return {
+            method: merge_to_disk(
+                method,
+                models["general"],
+                grid,
+                [tmp_path / f"{tag}-{method}-{w}" for w in grid],
+                theta_pre=models["pre"],
+                task_vectors=[models["tv1"]],
+                options=QUIET,
+            )
+            for method in ("task_arithmetic", "ties")
+        }
+
+    default = run("default")
+    monkeypatch.setattr(engine, "_BLOCK_ELEMENTS", 48)  # 1-2 rows of the tiny model's tensors
+    monkeypatch.setattr(Writer, "STAGE_BYTES", 1000)  # a few blocks; whole tensors exceed it
+    small = run("small")
+    for method, outputs in default.items():
+        for ours, theirs in zip(outputs, small[method], strict=True):
+            weights = [name for name in ours["files"] if name.endswith(".safetensors")]
+            assert weights, method
+            for name in weights:  # the model card names the output's path: not compared
+                assert ours["files"][name] == theirs["files"][name], (method, name)
+                here, there = Path(ours["path"]) / name, Path(theirs["path"]) / name
+                assert here.read_bytes() == there.read_bytes(), (method, name)
+    tv = tmp_path / "tau.safetensors"
+    extract_task_vector(models["pre"], models["d1"], tv, progress=False)
+    assert tv.read_bytes() == models["tv1"].read_bytes()
 
 
 def test_extract_task_vector(models: dict[str, Path], tmp_path: Path) -> None:
