@@ -15,7 +15,7 @@ Every stage starts after `sync`, with the inputs in the page cache. Usage:
                                 [--breakdown]
 
 --breakdown adds where (a)'s CPU time goes: each part of its pass run alone on one thread
-(reading, float32 arithmetic, range checks, casts, sha256, writes), in thread CPU seconds.
+(reading, float32 arithmetic, range checks, casts, hashing, writes), in thread CPU seconds.
 
 --quick runs a tiny model and a 3-point grid as a smoke test.
 """
@@ -254,20 +254,20 @@ def breakdown(workdir: Path, points: int) -> dict[str, float]:
     """Each part of (a)'s pass alone, on this thread, in CPU seconds (time.thread_time: other
     jobs on the machine inflate it less than wall time). The parts are the engine's own
     functions on the benchmark's tensors, for task_arithmetic from finetuned models."""
-    import hashlib
-
     import torch
 
     sys.path.insert(0, str(ROOT / "scripts"))
+    from mtl.merge.engine import _blocks
     from mtl.merge.inputs import check_range
-    from mtl.merge.safetensors import Checkpoint
+    from mtl.merge.safetensors import Checkpoint, Writer
+    from mtl.provenance import HASH, new_hasher
 
     torch.set_num_threads(1)  # as the engine's pass
     inputs = workdir / "inputs"
     roles = ("theta_general", "theta_pre", "theta_d")
     checkpoints = {role: Checkpoint(inputs / role, role) for role in roles}
     cpu = dict.fromkeys(("read", "upcast and check inputs", "τ = θ_D − θ_pre", "add",
-                         "check outputs", "cast to bf16", "sha256", "write"), 0.0)
+                         "check outputs", "cast to bf16", f"hash ({HASH})", "write"), 0.0)
     sink = workdir / "breakdown"
     sink.mkdir(exist_ok=True)
 
@@ -279,29 +279,45 @@ def breakdown(workdir: Path, points: int) -> dict[str, float]:
 
     with ExitStack() as files:
         outputs = [files.enter_context(open(sink / f"out-{i}", "wb")) for i in range(points)]
+        # As the engine: blocks of rows, each output staged in a buffer hashed and written when
+        # full.
+        stages = [torch.empty(Writer.STAGE_BYTES, dtype=torch.uint8) for _ in outputs]
+        filled = [0] * points
+        hashers = [new_hasher() for _ in outputs]
+
+        def flush(i: int) -> None:
+            array = stages[i][: filled[i]].numpy()
+            with part(f"hash ({HASH})"):
+                hashers[i].update(array)
+            with part("write"):
+                outputs[i].write(array)
+            filled[i] = 0
+
         for name, spec in checkpoints["theta_general"].specs().items():
-            with part("read"):
-                raw = {role: checkpoints[role].read(name).clone() for role in roles}
-            with part("upcast and check inputs"):
-                x = {role: tensor.float() for role, tensor in raw.items()}
-                for role, value in x.items():
-                    check_range(value, f"{role} {name}")
-            with part("τ = θ_D − θ_pre"):
-                tau = x["theta_d"] - x["theta_pre"]
-            out = torch.empty_like(tau)
-            data = torch.empty(tau.shape, dtype=spec.dtype)
-            array = data.view(torch.uint8).numpy()
-            for omega, handle in zip(grid(points), outputs, strict=True):
-                with part("add"):
-                    torch.add(x["theta_general"], tau, alpha=omega, out=out)
-                with part("check outputs"):
-                    check_range(out, name, spec.dtype)
-                with part("cast to bf16"):
-                    data.copy_(out)
-                with part("sha256"):
-                    hashlib.sha256(array).digest()
-                with part("write"):
-                    handle.write(array)
+            for rows in _blocks(spec.shape, elementwise=True):
+                with part("read"):
+                    raw = {role: checkpoints[role].read(name, rows).clone() for role in roles}
+                with part("upcast and check inputs"):
+                    x = {role: tensor.float() for role, tensor in raw.items()}
+                    for role, value in x.items():
+                        check_range(value, f"{role} {name}")
+                with part("τ = θ_D − θ_pre"):
+                    tau = x["theta_d"] - x["theta_pre"]
+                out = torch.empty_like(tau)
+                nbytes = tau.numel() * spec.dtype.itemsize
+                for i, omega in enumerate(grid(points)):
+                    with part("add"):
+                        torch.add(x["theta_general"], tau, alpha=omega, out=out)
+                    with part("check outputs"):
+                        check_range(out, name, spec.dtype)
+                    if filled[i] + nbytes > Writer.STAGE_BYTES:
+                        flush(i)
+                    with part("cast to bf16"):
+                        data = stages[i][filled[i] : filled[i] + nbytes]
+                        data.view(spec.dtype).view(out.shape).copy_(out)
+                    filled[i] += nbytes
+        for i in range(points):
+            flush(i)
     shutil.rmtree(sink)
     for checkpoint in checkpoints.values():
         checkpoint.close()

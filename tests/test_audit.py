@@ -367,9 +367,9 @@ def test_each_path_is_hashed_once(
     calls: Counter[str] = Counter()
     real_hash_file = provenance.hash_file
 
-    def counting(path: str | os.PathLike) -> str:
+    def counting(path: str | os.PathLike, *algorithm: str) -> str:
         calls[Path(path).resolve().as_posix()] += 1
-        return real_hash_file(path)
+        return real_hash_file(path, *algorithm)
 
     monkeypatch.setattr(provenance, "hash_file", counting)
     monkeypatch.setattr(audit, "hash_file", counting)
@@ -601,3 +601,55 @@ def test_compare_with_committed_records(chain: Path, capsys: pytest.CaptureFixtu
     assert f"first difference: 1 input(s) of {TABLE}:" in out
     assert f"    {EVAL_MERGE}: committed" in out
     assert audit.main([TABLE, "--compare", "no-such-rev"]) == 2
+
+
+def as_sha256_records() -> None:
+    """Rewrite every record as one written before BLAKE3 was adopted: sha256 throughout."""
+    for record_path in sorted(Path("results").rglob("*" + provenance.SIDECAR_SUFFIX)):
+        record = json.loads(record_path.read_text())
+        record["hash"] = provenance.hash_path(record["path"], "sha256")
+        if record["kind"] == "dir":
+            record["manifest"] = provenance.manifest(record["path"], "sha256")
+        for entries in record["inputs"].values():
+            for entry in entries:
+                entry["hash"] = provenance.hash_path(entry["path"], "sha256")
+        record["code"]["files"] = {
+            name: provenance.hash_file(name, "sha256") for name in record["code"]["files"]
+        }
+        record_path.write_text(json.dumps(record))
+
+
+def test_sha256_records_still_verify(chain: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    as_sha256_records()
+    assert json.loads(Path(sidecar(BASE)).read_text())["hash"].startswith("sha256:")
+    code, report = audit_json(capsys, TABLE)
+    assert code == 0, report
+    assert set(statuses(report).values()) == {"verified", "missing"}  # MERGED is never written
+    # A changed byte is found by the algorithm the record names, in a file and in a folder.
+    flip_byte(CORPUS)
+    flip_byte(f"{MODEL}/w.bin")
+    code, report = audit_json(capsys, TABLE)
+    assert code == 1
+    assert statuses(report)[CORPUS] == statuses(report)[MODEL] == "modified"
+    assert report["nodes"][MODEL]["changed_files"] == ["w.bin"]
+    assert "content sha256:" in " ".join(report["nodes"][CORPUS]["reasons"])
+
+
+def test_rebuilt_with_blake3_is_not_stale(chain: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A producer rebuilt after BLAKE3 (same bytes, new hash string) leaves its sha256-era
+    consumers current; different bytes make them stale as before."""
+    as_sha256_records()
+    _git("init", "-q")
+    _git("add", "-A")
+    _git("commit", "-qm", "results committed with sha256 records")
+    build_data()  # same content, a blake3 record
+    assert provenance.load_record(DATA)["hash"].startswith("blake3:")
+    code, report = audit_json(capsys, TABLE)
+    assert code == 0 and statuses(report)[MODEL] == "verified"
+    assert audit.main([DATA, "--compare", "HEAD"]) == 0
+    assert f"{DATA}: identical to the record committed at HEAD" in capsys.readouterr().out
+    build_data('{"q": "1+1", "a": "3"}\n')
+    code, report = audit_json(capsys, TABLE)
+    assert code == 1 and statuses(report)[MODEL] == "stale"
+    assert audit.main([DATA, "--compare", "HEAD"]) == 1
+    assert f"{DATA}: DIFFERS from the record committed at HEAD" in capsys.readouterr().out

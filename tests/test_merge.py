@@ -7,12 +7,12 @@ writes next to each output, so the same run checks the emitted mergekit_config.y
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import blake3
 import pytest
 import torch
 import yaml
@@ -30,6 +30,7 @@ from mtl.merge import (
     heuristic_omega,
     merge_to_disk,
 )
+from mtl.merge.safetensors import Writer
 
 QUIET = {"progress": False}
 TINY = dict(
@@ -81,8 +82,9 @@ def _variant(
     return dst
 
 
-def _sha256(path: Path) -> str:
-    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+def _blake3(path: Path) -> str:
+    """The file hash records use (mtl.provenance.HASH), computed here independently."""
+    return "blake3:" + blake3.blake3(path.read_bytes()).hexdigest()
 
 
 def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -198,7 +200,7 @@ def test_output_folder(ours: dict, models: dict[str, Path]) -> None:
     names = {p.name for p in folder.iterdir()}
     assert {"config.json", "tokenizer.json", "tokenizer_config.json", "README.md"} <= names
     assert {"model.safetensors", "mergekit_config.yml"} <= names
-    assert result["files"] == {p.name: _sha256(p) for p in folder.iterdir()}
+    assert result["files"] == {p.name: _blake3(p) for p in folder.iterdir()}
     assert (folder / "config.json").read_bytes() == (models["general"] / "config.json").read_bytes()
     card = (folder / "README.md").read_text()
     assert "task_arithmetic" in card and "θ = θ_G + Σ_k ω_k·τ_k" in card and "[0.3]" in card
@@ -241,10 +243,48 @@ def test_one_pass_equals_separate_runs(models: dict[str, Path], tmp_path: Path) 
             assert weights == {n: alone["files"][n] for n in weights}, (method, w)
 
 
+def test_blocks_and_staging_leave_the_bytes_alone(
+    models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tiny blocks and staging buffers take every path of the writer — blocks staged, a full
+    buffer flushed, whole tensors (TIES) too large to stage — and write the same files."""
+    grid = [0.0, 0.5, 1.0]
+
+    def run(tag: str) -> dict[str, list[dict]]:
+        return {
+            method: merge_to_disk(
+                method,
+                models["general"],
+                grid,
+                [tmp_path / f"{tag}-{method}-{w}" for w in grid],
+                theta_pre=models["pre"],
+                task_vectors=[models["tv1"]],
+                options=QUIET,
+            )
+            for method in ("task_arithmetic", "ties")
+        }
+
+    default = run("default")
+    monkeypatch.setattr(engine, "_BLOCK_ELEMENTS", 48)  # 1-2 rows of the tiny model's tensors
+    monkeypatch.setattr(Writer, "STAGE_BYTES", 1000)  # a few blocks; whole tensors exceed it
+    small = run("small")
+    for method, outputs in default.items():
+        for ours, theirs in zip(outputs, small[method], strict=True):
+            weights = [name for name in ours["files"] if name.endswith(".safetensors")]
+            assert weights, method
+            for name in weights:  # the model card names the output's path: not compared
+                assert ours["files"][name] == theirs["files"][name], (method, name)
+                here, there = Path(ours["path"]) / name, Path(theirs["path"]) / name
+                assert here.read_bytes() == there.read_bytes(), (method, name)
+    tv = tmp_path / "tau.safetensors"
+    extract_task_vector(models["pre"], models["d1"], tv, progress=False)
+    assert tv.read_bytes() == models["tv1"].read_bytes()
+
+
 def test_extract_task_vector(models: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "tau.safetensors"
     digest = extract_task_vector(models["pre"], models["d1"], out, progress=False)
-    assert digest == _sha256(out)
+    assert digest == _blake3(out)
     assert [p.name for p in tmp_path.iterdir()] == ["tau.safetensors"]
     tau, pre, d1 = load_file(out), _weights(models["pre"]), _weights(models["d1"])
     assert all(torch.equal(tau[n], d1[n] - pre[n]) for n in d1) and tau.keys() == d1.keys()

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import blake3
 import pytest
 import torch
 from snakemake.iocontainers import (
@@ -30,6 +31,7 @@ from mtl.provenance import (
     HashingWriter,
     ProvenanceError,
     Step,
+    algorithm_of,
     hash_file,
     hash_path,
     load_record,
@@ -37,6 +39,10 @@ from mtl.provenance import (
     manifest_hash,
     sidecar,
 )
+
+
+def b3(data: bytes) -> str:
+    return "blake3:" + blake3.blake3(data).hexdigest()
 
 
 def sha(data: bytes) -> str:
@@ -62,9 +68,20 @@ def test_hash_file_matches_hashlib_across_chunks(tmp_path: Path) -> None:
     data = os.urandom(int(2.5 * (1 << 20)))  # spans three 1 MiB chunks
     (tmp_path / "big.bin").write_bytes(data)
     (tmp_path / "empty").write_bytes(b"")
-    assert hash_file(tmp_path / "big.bin") == sha(data)
+    assert hash_file(tmp_path / "big.bin") == b3(data)
     assert hash_file(tmp_path / "big.bin") == hash_file(tmp_path / "big.bin")
-    assert hash_file(tmp_path / "empty") == sha(b"")
+    assert hash_file(tmp_path / "empty") == b3(b"")
+    # Records written before BLAKE3 was adopted are checked with sha256.
+    assert hash_file(tmp_path / "big.bin", "sha256") == sha(data)
+    assert hash_file(tmp_path / "empty", "sha256") == sha(b"")
+
+
+def test_algorithm_of_names_the_hash_or_refuses() -> None:
+    assert algorithm_of(b3(b"x")) == "blake3"
+    assert algorithm_of(sha(b"x")) == "sha256"
+    for bad in ("md5:" + "0" * 64, "blake3:" + "0" * 63, "blake3:" + "G" * 64, "0" * 64, None):
+        with pytest.raises(ProvenanceError, match="is not a digest"):
+            algorithm_of(bad)
 
 
 def test_folder_manifest_and_hash(tmp_path: Path) -> None:
@@ -75,9 +92,17 @@ def test_folder_manifest_and_hash(tmp_path: Path) -> None:
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
             (folder / name).write_bytes(name.encode())
     entries = manifest(first)
-    assert entries == {"sub/y.bin": sha(b"sub/y.bin"), "x.txt": sha(b"x.txt")}
-    lines = "".join(f"{entries[k][7:]}  {k}\n" for k in sorted(entries))
-    assert hash_path(first) == manifest_hash(entries) == sha(lines.encode())
+    assert entries == {"sub/y.bin": b3(b"sub/y.bin"), "x.txt": b3(b"x.txt")}
+    lines = "".join(f"{entries[k].removeprefix('blake3:')}  {k}\n" for k in sorted(entries))
+    assert hash_path(first) == manifest_hash(entries) == b3(lines.encode())
+    # The same folder as a record made before BLAKE3 hashed it: sha256 throughout.
+    old = manifest(first, "sha256")
+    assert old == {"sub/y.bin": sha(b"sub/y.bin"), "x.txt": sha(b"x.txt")}
+    old_lines = "".join(f"{old[k].removeprefix('sha256:')}  {k}\n" for k in sorted(old))
+    assert hash_path(first, "sha256") == manifest_hash(old, "sha256") == sha(old_lines.encode())
+    # A line holds bare hex, so a manifest mixing algorithms has no folder hash.
+    with pytest.raises(ProvenanceError, match=r"manifest entry x\.txt: .* is not a blake3 hash"):
+        manifest_hash({**entries, "x.txt": sha(b"x.txt")})
     assert hash_path(first) == hash_path(second)
     # Snakemake's mtime marker in a directory() output is not content; a nested one would be.
     (second / ".snakemake_timestamp").write_text("")
@@ -87,7 +112,7 @@ def test_folder_manifest_and_hash(tmp_path: Path) -> None:
     (second / "sub" / ".snakemake_timestamp").unlink()
     (second / "x.txt").rename(second / "z.txt")
     assert hash_path(first) != hash_path(second)
-    assert hash_path(first / "x.txt") == sha(b"x.txt")
+    assert hash_path(first / "x.txt") == b3(b"x.txt")
 
 
 def test_hashing_writer_matches_file_hash(tmp_path: Path) -> None:
@@ -144,20 +169,20 @@ def test_step_writes_a_record_for_every_artifact(
     assert {k: table[k] for k in ("path", "kind", "hash")} == {
         "path": "results/m.csv",
         "kind": "file",
-        "hash": sha(b"a,b\n1,2\n"),
+        "hash": b3(b"a,b\n1,2\n"),
     }
     for record in (folder, table):
         assert record["schema"] == provenance.SCHEMA_VERSION
         assert record["rule"] == "train"
         assert record["inputs"] == {
-            "data": [{"path": "raw.txt", "hash": sha(b"raw\n"), "sidecar": None}]
+            "data": [{"path": "raw.txt", "hash": b3(b"raw\n"), "sidecar": None}]
         }
         assert record["params"] == {"lr": 0.1}
         assert record["wildcards"] == {"id": "m"}
         assert record["seed"] == 7
         assert record["config"] == {"train.lr": 0.1}
         assert record["notes"] == {"n_examples": 3}
-        assert record["code"]["files"] == {"tool.py": sha(b"print('hi')\n")}
+        assert record["code"]["files"] == {"tool.py": b3(b"print('hi')\n")}
         assert record["packages"]["python"]
         # Whatever is installed here, not a pinned number: the record must say what ran.
         assert record["packages"]["torch"] == importlib.metadata.version("torch")
@@ -248,16 +273,16 @@ def test_input_hashes_come_from_sidecars(workdir: Path, monkeypatch: pytest.Monk
         Path("out.txt").write_text("x")
     assert load_record("out.txt")["inputs"] == {
         "data": [{"path": "data.jsonl", "hash": recorded, "sidecar": "data.jsonl.prov.json"}],
-        "raw": [{"path": "raw.txt", "hash": sha(b"raw\n"), "sidecar": None}],
+        "raw": [{"path": "raw.txt", "hash": b3(b"raw\n"), "sidecar": None}],
     }
 
 
 def test_set_hash_spares_a_second_read(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real_hash_file = provenance.hash_file
 
-    def refuse_weights(path: str | os.PathLike) -> str:
+    def refuse_weights(path: str | os.PathLike, *algorithm: str) -> str:
         assert Path(path).name != "weights.bin", "hashed while written; must not be re-read"
-        return real_hash_file(path)
+        return real_hash_file(path, *algorithm)
 
     monkeypatch.setattr(provenance, "hash_file", refuse_weights)
     with Step("s", {}, outputs("tv.safetensors", "model"), {}, {}) as step:
@@ -273,11 +298,14 @@ def test_set_hash_spares_a_second_read(workdir: Path, monkeypatch: pytest.Monkey
         step.set_hash("model/weights.bin", inner.hash)  # the final path, not the temporary one
         with pytest.raises(ProvenanceError, match="not an output"):
             step.set_hash("elsewhere.bin", writer.hash)
-        with pytest.raises(ProvenanceError, match="not a sha256"):
+        with pytest.raises(ProvenanceError, match="not a blake3"):
             step.set_hash("tv.safetensors", "md5:00")
-    assert load_record("tv.safetensors")["hash"] == sha(b"\x01" * 1000)
+        # A folder's manifest holds one algorithm: a sha256 digest of a new file is refused.
+        with pytest.raises(ProvenanceError, match="not a blake3"):
+            step.set_hash("model/weights.bin", sha(b"\x02" * 10))
+    assert load_record("tv.safetensors")["hash"] == b3(b"\x01" * 1000)
     model = load_record("model")
-    assert model["manifest"] == {"config.json": sha(b"{}"), "weights.bin": sha(b"\x02" * 10)}
+    assert model["manifest"] == {"config.json": b3(b"{}"), "weights.bin": b3(b"\x02" * 10)}
     assert model["hash"] == manifest_hash(model["manifest"])
 
 

@@ -100,7 +100,7 @@ def test_standin_reaches_the_merged_model(run):
             assert weights.get_slice(name).get_shape()[0] == base["vocab_size"] + 1, name
     record = json.loads((merged.parent / f"{merged.name}.prov.json").read_text())
     assert sorted(record["inputs"]["task_vectors"], key=lambda i: i["path"]) and all(
-        i["hash"].startswith("sha256:") for i in record["inputs"]["task_vectors"])
+        i["hash"].startswith("blake3:") for i in record["inputs"]["task_vectors"])
 
 
 @pytest.mark.slow
@@ -131,7 +131,7 @@ def test_standin_evaluates_the_paper_tasks_to_table5(run):
         for name, expected in (("judges", judges), ("evaldata", evaldata)):
             listed = record["inputs"].get(name, [])
             assert {entry["path"] for entry in listed} == expected, (folder.name, name)
-            assert all(entry["hash"].startswith("sha256:") for entry in listed), folder.name
+            assert all(entry["hash"].startswith("blake3:") for entry in listed), folder.name
         for path in judges | evaldata:
             made = json.loads((workdir / f"{path}.prov.json").read_text())
             notes = made["notes"]  # fetch_judge notes standin, fetch_evaldata its source

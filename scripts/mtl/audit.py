@@ -42,7 +42,9 @@ from pathlib import Path
 from typing import Any
 
 from mtl.provenance import (
+    HASH,
     ProvenanceError,
+    algorithm_of,
     artifact_of,
     config_lookup,
     hash_file,
@@ -70,7 +72,19 @@ class AuditError(Exception):
 
 
 def short(digest: str | None) -> str:
-    return "none" if digest is None else digest[: len("sha256:") + 12]
+    if digest is None:
+        return "none"
+    algorithm, _, hexdigest = digest.partition(":")
+    return f"{algorithm}:{hexdigest[:12]}"
+
+
+def algorithm_like(digest: str) -> str:
+    """The algorithm to hash with for a comparison with `digest`: the one it names (records made
+    before BLAKE3 say sha256), or the current one for a malformed digest, which then differs."""
+    try:
+        return algorithm_of(digest)
+    except ProvenanceError:
+        return HASH
 
 
 @dataclass
@@ -145,8 +159,8 @@ class Auditor:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.nodes: dict[str, Node] = {}
-        self._hashes: dict[str, str] = {}
-        self._manifests: dict[str, dict[str, str]] = {}
+        self._hashes: dict[tuple[str, str], str] = {}
+        self._manifests: dict[tuple[str, str], dict[str, str]] = {}
         # path -> recipe text, for models that consumers evaluated without writing them.
         self._recipes: dict[str, str] = {}
         self._scanned = False
@@ -168,18 +182,22 @@ class Auditor:
             node.reasons.append(f"no provenance record {sidecar(key).as_posix()}")
         return key
 
-    def _hash(self, key: str) -> str:
-        if key not in self._hashes:
+    def hash_like(self, key: str, digest: str) -> str:
+        """The content hash of `key` on disk, by the algorithm of `digest` it is compared with."""
+        algorithm = algorithm_like(digest)
+        if (key, algorithm) not in self._hashes:
             full = self.root / key
-            self._hashes[key] = (
-                manifest_hash(self._manifest(key)) if full.is_dir() else hash_file(full)
+            self._hashes[key, algorithm] = (
+                manifest_hash(self._manifest(key, algorithm), algorithm)
+                if full.is_dir()
+                else hash_file(full, algorithm)
             )
-        return self._hashes[key]
+        return self._hashes[key, algorithm]
 
-    def _manifest(self, key: str) -> dict[str, str]:
-        if key not in self._manifests:
-            self._manifests[key] = manifest(self.root / key)
-        return self._manifests[key]
+    def _manifest(self, key: str, algorithm: str) -> dict[str, str]:
+        if (key, algorithm) not in self._manifests:
+            self._manifests[key, algorithm] = manifest(self.root / key, algorithm)
+        return self._manifests[key, algorithm]
 
     def visit(self, key: str) -> Node:
         if key in self.nodes:
@@ -226,7 +244,7 @@ class Auditor:
         node.code_changed = sorted(
             name
             for name, digest in code.items()
-            if (self.root / name).is_file() and self._hash(name) != digest
+            if (self.root / name).is_file() and self.hash_like(name, digest) != digest
         )
         node.origins = sorted(set(node.origins))
         if node.stale and node.status in (VERIFIED, MISSING):
@@ -238,7 +256,7 @@ class Auditor:
             node.status = MODIFIED
             node.reasons.append(f"recorded as a {recorded_kind}, now a {node.kind}")
             return
-        node.disk_hash = self._hash(node.path)
+        node.disk_hash = self.hash_like(node.path, record["hash"])
         if node.disk_hash == record["hash"]:
             return
         node.status = MODIFIED
@@ -246,7 +264,8 @@ class Auditor:
             f"content {short(node.disk_hash)} differs from its record {short(record['hash'])}"
         )
         if node.kind == "dir":
-            now, then = self._manifest(node.path), record.get("manifest", {})
+            now = self._manifest(node.path, algorithm_like(record["hash"]))
+            then = record.get("manifest", {})
             groups = {
                 "changed": sorted(rel for rel in now.keys() & then.keys() if now[rel] != then[rel]),
                 "added": sorted(now.keys() - then.keys()),
@@ -255,12 +274,21 @@ class Auditor:
             node.changed_files = sorted(rel for rels in groups.values() for rel in rels)
             node.reasons.extend(f"{how}: {', '.join(rels)}" for how, rels in groups.items() if rels)
 
+    def _same_bytes(self, child: Node, recorded: str) -> bool:
+        """Whether `child`, whose record's hash is by another algorithm than `recorded` (a record
+        made before BLAKE3 names a sha256), still holds the bytes `recorded` was taken of."""
+        if not child.exists or child.status == MODIFIED or child.recorded_hash is None:
+            return False
+        if algorithm_like(child.recorded_hash) == algorithm_like(recorded):
+            return False
+        return self.hash_like(child.path, recorded) == recorded
+
     def _check_edge(self, node: Node, name: str, entry: dict[str, Any], child: Node) -> None:
         label = f"input {name} {entry['path']}"
         recorded = entry["hash"]
         if child.record is not None:
             self._compare_machines(node, entry["path"], child)
-            if child.recorded_hash != recorded:
+            if child.recorded_hash != recorded and not self._same_bytes(child, recorded):
                 node.stale.append(
                     f"{label} was rebuilt after this was built (used {short(recorded)}, its record"
                     f" now says {short(child.recorded_hash)})"
@@ -291,7 +319,7 @@ class Auditor:
                 f"its record {entry['sidecar']} (read when {node.path} was built) is gone"
             )
         # Raw data or source file: the consumer's recorded hash is the only reference there is.
-        child.disk_hash = self._hash(child.path)
+        child.disk_hash = self.hash_like(child.path, recorded)
         if child.disk_hash != recorded:
             if child.status == VERIFIED:
                 child.status = MODIFIED
@@ -507,6 +535,16 @@ def committed_record(root: Path, rev: str, key: str) -> dict[str, Any] | None:
         raise AuditError(f"{sidecar(key)} at {rev} is not JSON: {err}") from None
 
 
+def same_content(auditor: Auditor, key: str, committed: str, rebuilt: str | None) -> bool:
+    """Whether a committed and a rebuilt hash of `key` name the same bytes. Records committed
+    before BLAKE3 say sha256: then the rebuilt artifact on disk is hashed by sha256 too."""
+    if rebuilt is None or committed == rebuilt:
+        return committed == rebuilt
+    if algorithm_like(committed) == algorithm_like(rebuilt) or not (auditor.root / key).exists():
+        return False
+    return auditor.hash_like(key, committed) == committed
+
+
 def compare(auditor: Auditor, rev: str, key: str) -> tuple[bool, list[str]]:
     """Compare `key` as rebuilt here with its record committed at `rev` (docs/audit.md).
 
@@ -520,7 +558,7 @@ def compare(auditor: Auditor, rev: str, key: str) -> tuple[bool, list[str]]:
     now = node.record
     if now is None or not node.exists:
         return False, [f"{key}: not rebuilt here yet (build it with `{BUILD_COMMAND} {key}`)"]
-    if now["hash"] == then["hash"]:
+    if same_content(auditor, key, then["hash"], now["hash"]):
         return True, [f"{key}: identical to the record committed at {rev} ({short(now['hash'])})"]
     lines = [
         f"{key}: DIFFERS from the record committed at {rev}"
@@ -533,7 +571,9 @@ def compare(auditor: Auditor, rev: str, key: str) -> tuple[bool, list[str]]:
             (entry["path"], entry["hash"], rebuilt_inputs.get(entry["path"]))
             for entries in first_then["inputs"].values()
             for entry in entries
-            if rebuilt_inputs.get(entry["path"]) != entry["hash"]
+            if not same_content(
+                auditor, entry["path"], entry["hash"], rebuilt_inputs.get(entry["path"])
+            )
         ]
         if not differing:
             lines.append(f"  first difference: {path} itself (its inputs are identical)")

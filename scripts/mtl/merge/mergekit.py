@@ -166,7 +166,7 @@ def model_card(
     else:
         lines += ["```yaml", mergekit_yaml.rstrip(), "```"]
     # The files the engine wrote: what a later merge into this folder may replace.
-    lines += ["", _FILES_HEADING, "", "| file | sha256 |", "|---|---|"]
+    lines += ["", _FILES_HEADING, "", "| file | hash |", "|---|---|"]
     lines += [f"| `{name}` | `{digest}` |" for name, digest in sorted(files.items())]
     return "\n".join(lines) + "\n"
 

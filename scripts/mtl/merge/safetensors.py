@@ -7,7 +7,6 @@ background thread hashes and writes it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -23,6 +22,7 @@ import torch
 
 from mtl.merge.inputs import check_range
 from mtl.merge.options import MergeError
+from mtl.provenance import finish, new_hasher
 
 DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64,
@@ -267,52 +267,62 @@ def plan_shards(
     ]
 
 
-class Writer:
-    """Hashes and writes output data on background threads, each lane in submission order.
+class _Pool:
+    """Reusable uint8 buffers of one size, allocated on first need up to `limit`; taking one
+    waits while all are in use (the merge waits when it gets ahead of the writer)."""
 
-    Writing N outputs is disk-bound (the kernel throttles dirty pages), and hashing them is the
-    largest CPU cost of a pass: sha256 runs at about 0.35 GB/s per core on a CPU without SHA
-    extensions, and a grid writes every byte N times (`scripts/bench_merge.py --breakdown`: half
-    of the pass's CPU time). So writes have a thread of their own, and hashes two: files take
-    turns between the two digest lanes (a file's hash must see its bytes in order, two files
-    need not), and the arithmetic of the next tensors, the hashing and the copy into the page
-    cache spread over every core. Data goes out through a small pool of buffers, which bounds
-    memory and makes the merge wait when it gets ahead; a buffer is free again once every lane
-    that uses it is done with it.
+    def __init__(self, nbytes: int, limit: int) -> None:
+        self.nbytes = nbytes
+        self._limit = limit
+        self._made = 0
+        self._free: queue.Queue[torch.Tensor] = queue.Queue()
+
+    def take(self) -> torch.Tensor:
+        if self._free.empty() and self._made < self._limit:
+            self._made += 1
+            return torch.empty(self.nbytes, dtype=torch.uint8)
+        return self._free.get()
+
+    def give(self, buffer: torch.Tensor) -> None:
+        self._free.put(buffer)
+
+
+class Writer:
+    """Hashes and writes output data on a background thread, in submission order.
+
+    Writing N outputs is disk-bound (the kernel throttles dirty pages) and a grid writes every
+    byte N times, so the copy into the page cache is the pass's largest CPU cost once hashing
+    is BLAKE3 (`scripts/bench_merge.py --breakdown`). One thread hashes each buffer and then
+    writes it (the second pass over it finds it in the CPU cache) while the main thread computes
+    the next blocks, so the work spreads over two cores. Data goes out in buffers from two
+    pools: staging buffers of STAGE_BYTES, which files fill with many small blocks before
+    they are submitted (a submission costs tens of microseconds of Python and thread hand-over,
+    as much as the arithmetic of a small block), and, for values larger than that (whole tensors
+    of TIES/DARE), buffers of `large_bytes`, at most four. Bounded pools bound memory.
     """
 
-    DIGEST_LANES = 2
+    STAGE_BYTES = 4 << 20
+    LARGE_BUFFERS = 4
 
-    def __init__(self, buffer_bytes: int, n_buffers: int = 6) -> None:
-        self._free: queue.Queue[torch.Tensor] = queue.Queue()
-        for _ in range(n_buffers):
-            self._free.put(torch.empty(buffer_bytes, dtype=torch.uint8))
-        self._lanes = ["write", *(f"digest{k}" for k in range(self.DIGEST_LANES))]
+    def __init__(self, large_bytes: int, n_files: int = 1) -> None:
+        # Each file holds one staging buffer while it fills it; the rest are in flight.
+        self._stage = _Pool(self.STAGE_BYTES, 2 * n_files + 2)
+        self._large = _Pool(max(large_bytes, self.STAGE_BYTES), self.LARGE_BUFFERS)
         Job = tuple[Callable[[], object], torch.Tensor | None]
-        self._queues: dict[str, queue.Queue[Job | None]] = {
-            lane: queue.Queue() for lane in self._lanes
-        }
-        self._users: dict[int, int] = {}  # id(buffer) -> lanes not yet done with it
-        self._lock = threading.Lock()
+        self._jobs: queue.Queue[Job | None] = queue.Queue()
         self._error: BaseException | None = None
         self._abandoned = False
-        self._threads = [
-            threading.Thread(target=self._run, args=(lane,), name=f"merge-{lane}", daemon=True)
-            for lane in self._lanes
-        ]
+        self._thread = threading.Thread(target=self._run, name="merge-writer", daemon=True)
 
     def __enter__(self) -> Writer:
-        for thread in self._threads:
-            thread.start()
+        self._thread.start()
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc is not None:
             self._abandoned = True  # the outputs are being discarded: skip the queued work
-        for lane in self._lanes:
-            self._queues[lane].put(None)
-        for thread in self._threads:
-            thread.join()
+        self._jobs.put(None)
+        self._thread.join()
         if exc is None:
             self._raise_if_failed()
 
@@ -320,33 +330,23 @@ class Writer:
         if self._error is not None:
             raise self._error
 
-    def buffer(self) -> torch.Tensor:
-        """A free uint8 buffer (waits for one); pass it back as `release` to `submit`."""
-        buffer = self._free.get()
+    def buffer(self, nbytes: int) -> torch.Tensor:
+        """A free uint8 buffer of at least `nbytes` (waits for one); pass it back as `release`
+        to `submit`, or to `give_back` unused."""
+        pool = self._stage if nbytes <= self.STAGE_BYTES else self._large
+        buffer = pool.take()
         self._raise_if_failed()
         return buffer
 
-    def submit(
-        self,
-        *,
-        write: Callable[[], object] | None = None,
-        digest: Callable[[], object] | None = None,
-        digest_lane: int = 0,
-        release: torch.Tensor | None = None,
-    ) -> None:
-        """Queue `write` on the write lane and `digest` on digest lane `digest_lane`; `release`
-        goes back to the pool when both have run."""
-        jobs = {"write": write, f"digest{digest_lane % self.DIGEST_LANES}": digest}
-        jobs = {lane: job for lane, job in jobs.items() if job is not None}
-        if release is not None:
-            with self._lock:
-                self._users[id(release)] = len(jobs)
-        for lane, job in jobs.items():
-            self._queues[lane].put((job, release))
+    def give_back(self, buffer: torch.Tensor) -> None:
+        (self._stage if buffer.numel() == self.STAGE_BYTES else self._large).give(buffer)
 
-    def _run(self, lane: str) -> None:
-        jobs = self._queues[lane]
-        while (item := jobs.get()) is not None:
+    def submit(self, job: Callable[[], object], release: torch.Tensor | None = None) -> None:
+        """Queue `job`; `release` goes back to its pool when it has run."""
+        self._jobs.put((job, release))
+
+    def _run(self) -> None:
+        while (item := self._jobs.get()) is not None:
             job, release = item
             try:
                 if self._error is None and not self._abandoned:
@@ -355,61 +355,65 @@ class Writer:
                 self._error = err
             finally:
                 if release is not None:
-                    with self._lock:
-                        self._users[id(release)] -= 1
-                        done = self._users[id(release)] == 0
-                        if done:
-                            del self._users[id(release)]
-                    if done:
-                        self._free.put(release)
+                    self.give_back(release)
 
 
 class StreamedFile:
     """One safetensors file: its header, then tensors in header order, hashed as it goes out
-    (on one of the writer's digest lanes, so the hash needs no second read of the file)."""
+    (on the writer's thread, so the hash needs no second read of the file)."""
 
-    def __init__(self, handle: Any, header: bytes, writer: Writer, digest_lane: int = 0) -> None:
+    def __init__(self, handle: Any, header: bytes, writer: Writer) -> None:
         self.handle = handle
         self._writer = writer
-        self._hash = hashlib.sha256()
-        self._lane = digest_lane
-        writer.submit(
-            write=partial(handle.write, header),
-            digest=partial(self._hash.update, header),
-            digest_lane=digest_lane,
-        )
+        self._hash = new_hasher()
+        self._stage: torch.Tensor | None = None
+        self._filled = 0
+        writer.submit(partial(self._put, header))
+
+    def _put(self, data: Any) -> None:
+        self._hash.update(data)
+        self.handle.write(data)
 
     def write(self, value: torch.Tensor, dtype: torch.dtype, what: str) -> None:
         """Check float32 `value` (a tensor or a block of its rows), cast it to `dtype` and queue
         its bytes."""
         check_range(value, what, dtype)
-        buffer = self._writer.buffer()
-        data = buffer[: value.numel() * dtype.itemsize]
+        nbytes = value.numel() * dtype.itemsize
+        if nbytes > Writer.STAGE_BYTES:
+            self.flush()
+            buffer = self._writer.buffer(nbytes)
+            buffer[:nbytes].view(dtype).view(value.shape).copy_(value)
+            self._writer.submit(partial(self._put, buffer[:nbytes].numpy()), release=buffer)
+            return
+        if self._stage is not None and self._filled + nbytes > Writer.STAGE_BYTES:
+            self.flush()
+        if self._stage is None:
+            self._stage = self._writer.buffer(nbytes)
+        data = self._stage[self._filled : self._filled + nbytes]
         data.view(dtype).view(value.shape).copy_(value)
-        array = data.numpy()
-        self._writer.submit(
-            write=partial(self.handle.write, array),
-            digest=partial(self._hash.update, array),
-            digest_lane=self._lane,
-            release=buffer,
-        )
+        self._filled += nbytes
+
+    def flush(self) -> None:
+        """Queue what the staging buffer holds."""
+        if self._stage is None:
+            return
+        stage, filled = self._stage, self._filled
+        self._stage, self._filled = None, 0
+        if filled:
+            self._writer.submit(partial(self._put, stage[:filled].numpy()), release=stage)
+        else:
+            self._writer.give_back(stage)
 
     def close(self) -> None:
         """Queue the file's close, after its last write."""
-        self._writer.submit(write=self.handle.close)
+        self.flush()
+        self._writer.submit(self.handle.close)
 
     @property
     def digest(self) -> str:
-        """sha256 of the file; complete once the writer's threads have finished."""
-        return "sha256:" + self._hash.hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return "sha256:" + digest.hexdigest()
+        """The file's hash (mtl.provenance's algorithm); complete once the writer's thread has
+        finished."""
+        return finish(self._hash)
 
 
 def dtype_name(dtype: torch.dtype) -> str:
