@@ -490,7 +490,9 @@ def table2_inputs(wildcards):
 def table3_inputs(wildcards):
     """Table 3: per skill (first size), CFT and RT, and PTM at the heuristic and grid ω."""
     pairs = main_pairs()
-    merges = [merge_id(TABLE_METHOD, w, [p]) for p in pairs for w in ("heuristic", "grid")]
+    merges = [
+        merge_id(TABLE_METHOD, w, [p]) for p in pairs for w in ("heuristic", "grid")
+    ]
     trained = regime_ids(["cft", "rt"], pairs)
     return table_inputs(trained + merges, trained + ptm_models(pairs))
 
