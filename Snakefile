@@ -16,6 +16,11 @@ configfile: "config/config.yaml"
 validate(config, "config/schema.yaml")
 
 
+# `snakemake --report results/report.html`: this text on the first page, each reported file
+# captioned by report/<item>.rst (rules/common.smk, `reported`).
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/standin.smk"
 include: "rules/data.smk"

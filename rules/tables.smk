@@ -7,7 +7,7 @@ rule table5:
         baseline=eval_dir("general"),
         merges=[eval_dir(m) for m in table5_merges()],
     output:
-        **artifact("results/table5.csv"),
+        **artifact("results/table5.csv", report_as="table5"),
     log:
         log_path("table5"),
     benchmark:
@@ -30,8 +30,8 @@ rule table3:
     input:
         unpack(table3_inputs),
     output:
-        **artifact("results/table3.csv"),
-        figure="results/figures/table3.png",
+        **artifact("results/table3.csv", report_as="table3"),
+        figure=reported("results/figures/table3.png", "table3"),
         figure_prov=prov("results/figures/table3.png"),
     log:
         log_path("table3"),
@@ -59,8 +59,8 @@ rule figure1:
             for skill in SKILLS
         ],
     output:
-        **artifact("results/figure1.csv"),
-        figure="results/figures/figure1.png",
+        **artifact("results/figure1.csv", report_as="figure1"),
+        figure=reported("results/figures/figure1.png", "figure1"),
         figure_prov=prov("results/figures/figure1.png"),
     log:
         log_path("figure1"),
