@@ -14,6 +14,21 @@
     throw new Error("timed out waiting for " + what);
   }
 
+  // Mean R, G, B and A over every pixel the browser decoded: a PNG that decodes only in part
+  // (cut short, say) still has its full size, but the missing rows are transparent.
+  function pixelMeans(img) {
+    const canvas = document.createElement("canvas");
+    canvas.width = img.naturalWidth;
+    canvas.height = img.naturalHeight;
+    if (!canvas.width || !canvas.height) return null;
+    const context = canvas.getContext("2d");
+    context.drawImage(img, 0, 0);
+    const data = context.getImageData(0, 0, canvas.width, canvas.height).data;
+    const sums = [0, 0, 0, 0];
+    for (let i = 0; i < data.length; i++) sums[i % 4] += data[i];
+    return sums.map((sum) => sum / (data.length / 4));
+  }
+
   async function visit(path) {
     const entry = results[path];
     const seen = { path: path, mime: entry.mime_type };
@@ -37,6 +52,7 @@
         "the image of " + path);
       await until(() => img.complete, "the image of " + path + " to load or fail");
       seen.natural_size = [img.naturalWidth, img.naturalHeight];
+      seen.pixel_means = pixelMeans(img);
     }
     return seen;
   }

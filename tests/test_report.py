@@ -19,9 +19,11 @@ from pathlib import Path
 
 import docutils.core
 import jinja2
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from PIL import Image
 from snakemake.utils import validate
 from workflow import REPO, TEST_CONFIG, clone_run, snakemake
 
@@ -150,15 +152,26 @@ def expected_files(run: Path) -> set[str]:
     return {p.relative_to(run).as_posix() for p in found if Path(f"{p}.prov.json").exists()}
 
 
+def pixel_means(path: Path) -> list[float]:
+    """Mean R, G, B and A over the PNG's pixels, decoded by Pillow (matplotlib's own)."""
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGBA"), dtype=float).reshape(-1, 4).mean(axis=0).tolist()
+
+
 def rendering_problems(seen: dict, run: Path) -> list[str]:
-    """What the browser showed wrong, one line per problem."""
+    """What the browser showed wrong, one line per problem: a figure not at its PNG's size, or
+    with other pixels than the PNG's (channel means more than half a level apart: what the
+    browser's colour handling may round, far below a missing or wrong region)."""
     problems = []
     for result in seen["results"]:
         path = result["path"]
-        image = result["mime"].startswith("image/")
-        if image and result.get("natural_size") != list(png_size(run / path)):
-            problems.append(f"{path}: shown at {result.get('natural_size')}, "
-                                f"the PNG is {png_size(run / path)}")
+        if result["mime"].startswith("image/"):
+            size, means = list(png_size(run / path)), pixel_means(run / path)
+            shown = result.get("pixel_means")
+            if result.get("natural_size") != size:
+                problems.append(f"{path}: shown at {result.get('natural_size')}, the PNG is {size}")
+            elif shown is None or np.abs(np.subtract(shown, means)).max() > 0.5:
+                problems.append(f"{path}: shown with pixel means {shown}, the PNG's are {means}")
         if not result["caption_text"].strip() or result["caption_errors"]:
             problems.append(f"{path}: caption empty or with reStructuredText errors")
     return problems
