@@ -16,8 +16,8 @@ configfile: "config/config.yaml"
 validate(config, "config/schema.yaml")
 
 
-# `snakemake --report results/report.html`: this text on the first page, each reported file
-# captioned by report/<item>.rst (rules/common.smk, `reported`).
+# The HTML report (docs/report.md): this text on its first page, each reported file captioned
+# by report/<item>.rst (rules/common.smk, `reported`).
 report: "report/workflow.rst"
 
 
