@@ -17,6 +17,11 @@ configfile: "config/config.yaml"
 validate(config, "config/schema.yaml")
 
 
+# The HTML report (docs/report.md): this text on its first page, each reported file captioned
+# by report/<item>.rst (rules/common.smk, `reported`).
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/standin.smk"
 include: "rules/data.smk"

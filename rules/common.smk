@@ -2,6 +2,7 @@
 
 import itertools
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -95,9 +96,35 @@ def prov(path):
     return f"{Path(path)}.prov.json"
 
 
-def artifact(path, folder=False):
-    """A declared output and its provenance record, as named outputs."""
-    return {"artifact": directory(path) if folder else path, "prov": prov(path)}
+def reported(path, item):
+    """`path` flagged for the HTML report (`snakemake --report`), captioned by
+    report/<item>.rst and filed by paper item: table<N> under Tables, figure<N> under Figures,
+    anything else under Summary; so a table's CSV sits beside its plot, a figure's plot beside
+    its data."""
+    caption = Path(workflow.basedir) / "report" / f"{item}.rst"
+    if not caption.is_file():
+        raise ValueError(
+            f"report: output {path} names item {item!r}, but {caption} is missing"
+        )
+    numbered = re.fullmatch(r"(table|figure)(\d+)", item)
+    if numbered:
+        kind, number = numbered.groups()
+        category, subcategory = f"{kind.title()}s", f"{kind.title()} {number}"
+    else:
+        category, subcategory = "Summary", item.replace("_", " ").capitalize()
+    return report(
+        path, caption=str(caption), category=category, subcategory=subcategory
+    )
+
+
+def artifact(path, folder=False, report_as=None):
+    """A declared output and its provenance record, as named outputs; with `report_as` (a
+    report item, see `reported`), the output is in the HTML report, its record is not.
+    """
+    declared = directory(path) if folder else path
+    if report_as:
+        declared = reported(declared, report_as)
+    return {"artifact": declared, "prov": prov(path)}
 
 
 def resources_for(family):

@@ -10,8 +10,8 @@ rule table2:
     input:
         unpack(table2_inputs),
     output:
-        **artifact("results/table2.csv"),
-        figure="results/figures/table2.png",
+        **artifact("results/table2.csv", report_as="table2"),
+        figure=reported("results/figures/table2.png", "table2"),
         figure_prov=prov("results/figures/table2.png"),
     log:
         log_path("table2"),
@@ -38,8 +38,8 @@ rule table3:
     input:
         unpack(table3_inputs),
     output:
-        **artifact("results/table3.csv"),
-        figure="results/figures/table3.png",
+        **artifact("results/table3.csv", report_as="table3"),
+        figure=reported("results/figures/table3.png", "table3"),
         figure_prov=prov("results/figures/table3.png"),
     log:
         log_path("table3"),
@@ -65,7 +65,7 @@ rule table4:
     input:
         unpack(table4_inputs),
     output:
-        **artifact("results/table4.csv"),
+        **artifact("results/table4.csv", report_as="table4"),
     log:
         log_path("table4"),
     benchmark:
@@ -90,7 +90,7 @@ rule table5:
     input:
         unpack(table5_inputs),
     output:
-        **artifact("results/table5.csv"),
+        **artifact("results/table5.csv", report_as="table5"),
     log:
         log_path("table5"),
     benchmark:
@@ -115,7 +115,7 @@ rule table6:
     input:
         unpack(table6_inputs),
     output:
-        **artifact("results/table6.csv"),
+        **artifact("results/table6.csv", report_as="table6"),
     log:
         log_path("table6"),
     benchmark:
@@ -142,8 +142,8 @@ rule figure1:
     input:
         unpack(figure1_inputs),
     output:
-        **artifact("results/figure1.csv"),
-        figure="results/figures/figure1.png",
+        **artifact("results/figure1.csv", report_as="figure1"),
+        figure=reported("results/figures/figure1.png", "figure1"),
         figure_prov=prov("results/figures/figure1.png"),
     log:
         log_path("figure1"),
@@ -169,8 +169,8 @@ rule figure2:
     input:
         unpack(figure2_inputs),
     output:
-        **artifact("results/figure2.csv"),
-        figure="results/figures/figure2.png",
+        **artifact("results/figure2.csv", report_as="figure2"),
+        figure=reported("results/figures/figure2.png", "figure2"),
         figure_prov=prov("results/figures/figure2.png"),
     log:
         log_path("figure2"),
@@ -197,8 +197,8 @@ rule figure3:
     input:
         unpack(figure3_inputs),
     output:
-        **artifact("results/figure3.csv"),
-        figure="results/figures/figure3.png",
+        **artifact("results/figure3.csv", report_as="figure3"),
+        figure=reported("results/figures/figure3.png", "figure3"),
         figure_prov=prov("results/figures/figure3.png"),
     log:
         log_path("figure3"),
@@ -225,8 +225,8 @@ rule figure4:
     input:
         unpack(figure4_inputs),
     output:
-        **artifact("results/figure4.csv"),
-        figure="results/figures/figure4.png",
+        **artifact("results/figure4.csv", report_as="figure4"),
+        figure=reported("results/figures/figure4.png", "figure4"),
         figure_prov=prov("results/figures/figure4.png"),
     log:
         log_path("figure4"),
@@ -253,8 +253,8 @@ rule figure5:
     input:
         unpack(figure5_inputs),
     output:
-        **artifact("results/figure5.csv"),
-        figure="results/figures/figure5.png",
+        **artifact("results/figure5.csv", report_as="figure5"),
+        figure=reported("results/figures/figure5.png", "figure5"),
         figure_prov=prov("results/figures/figure5.png"),
     log:
         log_path("figure5"),
@@ -281,7 +281,7 @@ rule all_results:
     input:
         unpack(all_results_inputs),
     output:
-        **artifact("results/all_results.csv"),
+        **artifact("results/all_results.csv", report_as="all_results"),
     log:
         log_path("all_results"),
     benchmark:
@@ -302,7 +302,7 @@ rule claims:
     input:
         results="results/all_results.csv",
     output:
-        **artifact("results/claims.csv"),
+        **artifact("results/claims.csv", report_as="claims"),
     log:
         log_path("claims"),
     benchmark:
