@@ -40,7 +40,7 @@ def test_theta_pre_and_theta_g_are_trained_once_and_shared(plan):
     ("train_regime", f"regime=rt, skillset={ALL_SKILLS}"),
     ("train_regime", "regime=cft-match, skillset=science-all"),
     # Table 2's data-size sweep.
-    ("train_regime", "regime=rt, skillset=science-20pct"),
+    ("train_regime", "regime=rt, skillset=science-50pct"),
     ("task_vector", "skill=coding, size=all"),
     # Table 6's methods, Figure 2's WiSE-FT from CFT-match, Figure 3's linear sweep.
     ("evaluate_merge", f"method=dareties, weighting=heuristic, skillset={ALL_SKILLS}"),
