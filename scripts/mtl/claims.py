@@ -43,7 +43,8 @@ STATEMENTS = {
     1: "PTM keeps general skills far better than CFT",
     2: "PTM reaches skill gains close to RT at a fraction of RT's cost",
     3: "for safety, CFT and RT over-refuse safe prompts while PTM keeps compliance",
-    4: "ω = |D|/|G| picks a good point without held-out data",
+    # Not |D|/|G|: the report shows claims.csv as reStructuredText (|D| is a substitution).
+    4: "ω = size of D / size of G picks a good point without held-out data",
     5: "merging several skills interferes (science drops most in multi-skill merges)",
 }
 COLUMNS = ["claim", "part", "statement", "scope", "numbers", "rule", "margin", "verdict"]

@@ -249,7 +249,10 @@ def table3(frame: pd.DataFrame, skills: Iterable[str] = tuple(SKILL_ORDER),
              BEST_RULE.format(column=column, over=" over sizes")),
             ("PTM heuristic ω", best_of(points, "Skill", regime="merge", skills=skill,
                                         method=method, weighting="heuristic"),
-             BEST_RULE.format(column=column, over=" over sizes") + "; ω = |D|/|G|"),
+             # No |D|/|G| in a cell: the report shows the CSV as reStructuredText, where
+             # |D| is a substitution reference.
+             BEST_RULE.format(column=column, over=" over sizes")
+             + "; ω = size of D / size of G"),
             ("PTM best ω", best_of(points, "Skill", regime="merge", skills=skill,
                                    method=method, weighting="grid"),
              BEST_RULE.format(column=column, over=" over sizes and the ω grid")),
