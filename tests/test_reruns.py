@@ -51,7 +51,8 @@ def _changed(key: str) -> WorldSpec:
     if "." in key:  # a per-skill key: skill_ratio.<skill>, general_skill_share.<skill>
         group, skill = key.split(".", 1)
         values = getattr(SPEC, group)
-        return dataclasses.replace(SPEC, **{group: {**values, skill: values[skill] * 1.5}})
+        # A zero share (safety's) grows to 0.02: 1.5 × 0 would change nothing.
+        return dataclasses.replace(SPEC, **{group: {**values, skill: values[skill] * 1.5 or 0.02}})
     return dataclasses.replace(SPEC, **{key: getattr(SPEC, key) + 7})
 
 
@@ -81,7 +82,7 @@ def test_the_workflow_replans_exactly_the_world_artifacts_a_key_changes(toy_run,
     defaults = yaml.safe_load((toy_run / "config/config.yaml").read_text())["world"]
     if "." in key:
         group, skill = key.split(".", 1)
-        edit = {group: {skill: defaults[group][skill] * 1.5}}
+        edit = {group: {skill: defaults[group][skill] * 1.5 or 0.02}}
     else:
         edit = {key: world[key] + 7}
     override = tmp_path / "world.yaml"
