@@ -1,17 +1,16 @@
 """Figure 2: WiSE-FT along ω from θ_CFT trained on D and from θ_CFT trained on D plus as much
 general data, per skill (the paper's: science); as CSV and as a plot.
 
-Inputs (every table and figure rule): `evals`, the evaluation folders of every seed (θ_G's
-shared one included), and `models`; both read with mtl.results.collect. Params: `methods`, the
+Inputs `evals` and `models` as every figure rule's (rules/tables.smk). Params: `methods`, the
 two WiSE-FT tags (on D, on D + matching G), `skills` (those of the paper's figure that the
 config has: science).
 """
 
 from mtl.figures import WISEFT_VARIANTS, figure2, plot_figure2
-from mtl.io import atomic_file
 from mtl.provenance import Step
 from mtl.results import collect
 from mtl.stepkit import setup
+from mtl.tables import write_table
 
 FIGURE_SKILLS = ["science"]  # the paper's Figure 2
 
@@ -21,10 +20,8 @@ log = setup(smk)
 with Step.from_snakemake(smk, config_keys=["seeds", "merge"]) as step:
     skills = [s for s in FIGURE_SKILLS if s in smk.params.skills]
     variants = {tag: WISEFT_VARIANTS.get(tag, tag) for tag in smk.params.methods}
-    data = figure2(collect(list(smk.input.evals), list(smk.input.get("models", []))), skills,
+    data = figure2(collect(list(smk.input.evals), list(smk.input.models)), skills,
                    variants)
-    with atomic_file(smk.output.artifact) as handle:
-        data.to_csv(handle, index=False)
-    with atomic_file(smk.output.figure, "wb") as handle:
-        plot_figure2(data, handle)
+    write_table(data, smk.output.artifact)
+    plot_figure2(data, smk.output.figure)
     log.info("\n%s", data.to_string(index=False))

@@ -1,25 +1,22 @@
 """Figure 3: per skill, task arithmetic, linear interpolation and WiSE-FT along ω (General vs.
 the skill's score); as CSV and as a plot.
 
-Inputs (every table and figure rule): `evals`, the evaluation folders of every seed (θ_G's
-shared one included), and `models`; both read with mtl.results.collect. Params: `skills`,
+Inputs `evals` and `models` as every figure rule's (rules/tables.smk). Params: `skills`,
 `methods` (the merge tags, in the figure's order).
 """
 
 from mtl.figures import figure3, plot_figure3
-from mtl.io import atomic_file
 from mtl.provenance import Step
 from mtl.results import collect
 from mtl.stepkit import setup
+from mtl.tables import write_table
 
 smk = snakemake
 log = setup(smk)
 
 with Step.from_snakemake(smk, config_keys=["seeds", "merge"]) as step:
-    data = figure3(collect(list(smk.input.evals), list(smk.input.get("models", []))),
+    data = figure3(collect(list(smk.input.evals), list(smk.input.models)),
                    list(smk.params.skills), list(smk.params.methods))
-    with atomic_file(smk.output.artifact) as handle:
-        data.to_csv(handle, index=False)
-    with atomic_file(smk.output.figure, "wb") as handle:
-        plot_figure3(data, handle)
+    write_table(data, smk.output.artifact)
+    plot_figure3(data, smk.output.figure)
     log.info("\n%s", data.to_string(index=False))

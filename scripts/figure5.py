@@ -1,25 +1,22 @@
 """Figure 5: General vs. exaggerated refusals (ExRef) of every model trained on safety data
 (CFT, RT, CFT-match, PTM; alone and with the other skills); as CSV and as a plot.
 
-Inputs (every table and figure rule): `evals`, the evaluation folders of every seed (θ_G's
-shared one included), and `models`; both read with mtl.results.collect. Params: `method` (the
+Inputs `evals` and `models` as every figure rule's (rules/tables.smk). Params: `method` (the
 PTM merge's tag).
 """
 
 from mtl.figures import figure5, plot_figure5
-from mtl.io import atomic_file
 from mtl.provenance import Step
 from mtl.results import collect
 from mtl.stepkit import setup
+from mtl.tables import write_table
 
 smk = snakemake
 log = setup(smk)
 
 with Step.from_snakemake(smk, config_keys=["seeds", "merge"]) as step:
-    data = figure5(collect(list(smk.input.evals), list(smk.input.get("models", []))),
+    data = figure5(collect(list(smk.input.evals), list(smk.input.models)),
                    smk.params.method)
-    with atomic_file(smk.output.artifact) as handle:
-        data.to_csv(handle, index=False)
-    with atomic_file(smk.output.figure, "wb") as handle:
-        plot_figure5(data, handle)
+    write_table(data, smk.output.artifact)
+    plot_figure5(data, smk.output.figure)
     log.info("\n%s", data.to_string(index=False))

@@ -152,11 +152,8 @@ def test_every_plot_writes_a_png(tmp_path):
         "figure5": (plot_figure5, figure5(WORLD)),
     }
     for name, (plot, data) in plots.items():
-        with open(tmp_path / f"{name}.png", "wb") as handle:
-            plot(data, handle)
-    with open(tmp_path / "table3.png", "wb") as handle:
-        plot_table3(table3(WORLD), figure1(WORLD), handle)
-    with open(tmp_path / "table2.png", "wb") as handle:
-        plot_table2(table2(WORLD), table2_points(WORLD), "science", handle)
+        plot(data, tmp_path / f"{name}.png")
+    plot_table3(table3(WORLD), figure1(WORLD), tmp_path / "table3.png")
+    plot_table2(table2(WORLD), table2_points(WORLD), "science", tmp_path / "table2.png")
     for name in [*plots, "table3", "table2"]:
         assert (tmp_path / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name

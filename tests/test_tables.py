@@ -22,6 +22,7 @@ from mtl.tables import (
     table5,
     table6,
     table_cells,
+    write_table,
 )
 
 THREE = "science+safety+coding"
@@ -255,3 +256,34 @@ def test_table_cells_name_each_score_cells_files_per_seed():
     assert {column for _, column in cells} == {"General", "Skill", "ExRef"}
     assert cells[("coding: PTM best ω", "General")] == [
         f"results/evals/seed-{seed}/merge-ta-grid-coding-all/summary.json" for seed in SEEDS]
+
+
+class _Recorder:
+    """What a step program's Step records of note_cell calls."""
+
+    def __init__(self) -> None:
+        self.cells: dict[tuple[str, str], tuple[list[str], list[str]]] = {}
+
+    def note_cell(self, row: str, column: str, files: list[str], config: list[str]) -> None:
+        self.cells[(row, column)] = (files, config)
+
+
+def test_write_table_writes_the_csv_and_notes_each_score_cell(tmp_path):
+    points = [general(BASE), *_one_skill("coding", [100] * 3, [90] * 3, [5] * 3,
+                                         {"1.0": [50] * 3})]
+    table = table3(frame(*points), skills=["coding"])
+    evals = ["results/evals/general"] + [
+        f"results/evals/seed-{seed}/{model}" for seed in SEEDS
+        for model in ("cft-coding-all", "rt-coding-all", "merge-ta-heuristic-coding-all",
+                      "merge-ta-grid-coding-all")]
+    step = _Recorder()
+    write_table(table, tmp_path / "table3.csv", step=step, evals=evals,
+                label_columns=("skill", "procedure"))
+    back = pd.read_csv(tmp_path / "table3.csv")
+    assert list(back.columns) == list(table.columns) and len(back) == len(table)
+    assert step.cells[("coding: RT", "ExRef")] == (
+        [f"results/evals/seed-{seed}/rt-coding-all/exref.json" for seed in SEEDS],
+        ["evaluation.suites"])
+    assert len(step.cells) == len(table_cells(table, evals, ("skill", "procedure")))
+    write_table(table, tmp_path / "plain.csv")  # no step: the CSV only
+    assert (tmp_path / "plain.csv").read_text() == (tmp_path / "table3.csv").read_text()

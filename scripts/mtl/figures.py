@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
+from mtl.io import atomic_file
 from mtl.tables import (
     METHOD_LABEL,
     PTM_METHOD,
@@ -202,10 +203,12 @@ def _panel_row(count: int, height: float):
 
 
 def _save_png(fig, path, rect: tuple[float, float, float, float] | None = None) -> None:
+    """Write `fig` to the file `path` atomically (a reader never sees half a PNG)."""
     import matplotlib.pyplot as plt
 
     fig.tight_layout(rect=rect)
-    fig.savefig(path, dpi=120, format="png")
+    with atomic_file(path, "wb") as handle:
+        fig.savefig(handle, dpi=120, format="png")
     plt.close(fig)
 
 

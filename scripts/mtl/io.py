@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,22 @@ def write_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
     with atomic_file(path) as handle:
         for row in rows:
             handle.write(json.dumps(row, sort_keys=True) + "\n")
+
+
+def read_json_object(path: str | os.PathLike, error: Callable[[str], Exception]) -> dict:
+    """The JSON object in `path`. A missing, unreadable or non-object file raises
+    `error(reason)`, reason one of "missing", "unreadable (…)", "not a JSON object": each
+    caller names the file its own way."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        raise error("missing") from None
+    except (OSError, ValueError) as err:
+        raise error(f"unreadable ({err})") from None
+    if not isinstance(data, dict):
+        raise error("not a JSON object")
+    return data
 
 
 def read_jsonl(path: str | os.PathLike, required: tuple[str, ...] = ()) -> list[dict]:

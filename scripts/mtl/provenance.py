@@ -31,7 +31,6 @@ import hashlib
 import importlib.metadata
 import inspect
 import io
-import json
 import os
 import platform
 import re
@@ -48,7 +47,7 @@ from typing import Any, BinaryIO, Protocol, Self
 
 import blake3
 
-from mtl.io import write_json
+from mtl.io import read_json_object, write_json
 from mtl.stepkit import NUMERICS_VARIABLES
 
 SCHEMA_VERSION = 1
@@ -224,14 +223,14 @@ class HashingWriter(io.RawIOBase):
 def load_record(artifact: str | os.PathLike) -> dict:
     """The record of `artifact`; a missing or unreadable sidecar is named in the error."""
     path = sidecar(artifact)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            record = json.load(handle)
-    except FileNotFoundError:
-        raise ProvenanceError(f"no provenance record {path} for {artifact}") from None
-    except (OSError, ValueError) as err:
-        raise ProvenanceError(f"unreadable provenance record {path}: {err}") from None
-    if not isinstance(record, dict) or not {"path", "hash", "inputs"} <= record.keys():
+
+    def error(reason: str) -> ProvenanceError:
+        if reason == "missing":
+            return ProvenanceError(f"no provenance record {path} for {artifact}")
+        return ProvenanceError(f"provenance record {path}: {reason}")
+
+    record = read_json_object(path, error)
+    if not {"path", "hash", "inputs"} <= record.keys():
         raise ProvenanceError(f"{path} is not a provenance record (no path, hash or inputs)")
     if record.get("schema", 0) > SCHEMA_VERSION:
         raise ProvenanceError(

@@ -16,7 +16,6 @@ compliance). The tables read the headline rows (`headline`).
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 
+from mtl.io import read_json_object
 from mtl.merge import METHODS
 from mtl.suites import SUITES
 
@@ -56,16 +56,7 @@ class ResultsError(ValueError):
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except FileNotFoundError:
-        raise ResultsError(f"{path}: missing") from None
-    except (OSError, ValueError) as err:
-        raise ResultsError(f"{path}: unreadable ({err})") from None
-    if not isinstance(data, dict):
-        raise ResultsError(f"{path}: expected a JSON object")
-    return data
+    return read_json_object(path, lambda reason: ResultsError(f"{path}: {reason}"))
 
 
 def _seed_folder(folder: Path) -> int | None:

@@ -19,10 +19,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from mtl.io import atomic_file
 from mtl.suites import SUITES
+
+if TYPE_CHECKING:
+    from mtl.provenance import Step
 
 # The paper's column name of each suite.
 SUITE_COLUMN = {name: suite.column for name, suite in SUITES.items()}
@@ -376,3 +381,20 @@ def table_cells(table: pd.DataFrame, evals: Iterable[str | Path],
             if suite is not None and pd.notna(row[column]):
                 cells.append((label, column, cell_files(evals, row["source"], suite)))
     return cells
+
+
+def write_table(
+    table: pd.DataFrame,
+    path: str | Path,
+    *,
+    step: Step | None = None,
+    evals: Iterable[str | Path] = (),
+    label_columns: Sequence[str] = ("model",),
+) -> None:
+    """Write `table` to `path` as CSV, atomically. With `step`, note in its record which
+    evaluation files each score cell comes from, every seed's (`mtl-audit --cells`)."""
+    with atomic_file(path) as handle:
+        table.to_csv(handle, index=False)
+    if step is not None:
+        for row, column, files in table_cells(table, evals, label_columns):
+            step.note_cell(row, column, files, config=["evaluation.suites"])
