@@ -26,8 +26,9 @@ STEPS = {"cft": 60, "rt": 400, "grid 0.5": 60, "grid 1.0": 60, "heuristic": 60}
 OMEGA = {"science": "0.22", "safety": "0.24", "coding": "0.57"}
 
 
-def world(change: dict | None = None, steps: dict | None = None, seeds=SEEDS):
-    """The default world, with change[(kind, skill)] = {suite or "skill": value} applied."""
+def world(change: dict | None = None, steps: dict | None = None, seeds=SEEDS, extra=()):
+    """The default world, with change[(kind, skill)] = {suite or "skill": value} applied and
+    the `extra` points added."""
     change, steps = change or {}, {**STEPS, **(steps or {})}
     offsets = (-1.0, 0.0, 1.0) if len(seeds) == 3 else (0.0,) * len(seeds)
     points = [general(BASE)]
@@ -50,7 +51,7 @@ def world(change: dict | None = None, steps: dict | None = None, seeds=SEEDS):
     for seed, offset in zip(seeds, offsets, strict=True):
         points.append(merge("ta", "heuristic", THREE, "all+all+all", "0.22+0.24+0.57", seed,
                             {suite: v + offset for suite, v in merged.items()}, steps=180))
-    return frame(*points)
+    return frame(*points, *extra)
 
 
 def verdicts(table, claim: int, part: str) -> dict[str, str]:
@@ -130,6 +131,19 @@ def test_claim5_interference_and_science_dropping_most():
     assert verdicts(table, 5, "interference") == {"all skills": "holds"}
     assert verdicts(table, 5, "science drops most") == {"all skills": "fails"}
     assert "against coding" in table[table["part"] == "science drops most"].iloc[0]["rule"]
+
+
+def test_heuristic_and_alone_points_are_on_the_data_of_the_compared_merges():
+    """A smaller science subset's heuristic merge (ω = |D|/|G| of its own D) scoring higher
+    must not stand in for the full-data heuristic merge: claim 4 compares the heuristic on the
+    best PTM's data, claim 5 the same task vector alone and in the merge of all skills."""
+    small = [merge("ta", "heuristic", "science", "20pct", "0.044", seed,
+                   {**BASE, "science": 95.0}, steps=12) for seed in SEEDS]
+    table = claims(world(extra=small))
+    rows = table[(table["claim"] == 4) & (table["scope"] == "science")]
+    assert "PTM heuristic ω 60.00" in rows.iloc[0]["numbers"]
+    interference = table[table["part"] == "interference"].iloc[0]["numbers"]
+    assert "science alone 60.00" in interference and "95.00" not in interference
 
 
 def test_one_seed_uses_the_evaluation_stderr_as_spread():

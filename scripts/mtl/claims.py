@@ -83,14 +83,16 @@ def _better(a: Number, b: Number) -> float:
 
 
 def _points(agg: pd.DataFrame, skill: str, method: str) -> dict[str, pd.Series]:
+    """Best CFT, RT and PTM grid point over sizes; the heuristic ω on the best PTM's data
+    (never a best over sizes: that would tune the heuristic on the evaluation)."""
     column = SUITE_COLUMN[skill]
+    ptm = best_of(agg, column, regime="merge", skills=skill, method=method, weighting="grid")
     return {
         "CFT": best_of(agg, column, regime="cft", skills=skill),
         "RT": best_of(agg, column, regime="rt", skills=skill),
-        "PTM": best_of(agg, column, regime="merge", skills=skill, method=method,
-                       weighting="grid"),
+        "PTM": ptm,
         "PTM heuristic": best_of(agg, column, regime="merge", skills=skill, method=method,
-                                 weighting="heuristic"),
+                                 weighting="heuristic", size=ptm["size"]),
     }
 
 
@@ -175,11 +177,14 @@ def _interference(agg: pd.DataFrame, skills: Sequence[str], method: str) -> list
     if len(everything) != 1:
         raise ValueError(f"results frame: expected one heuristic {method!r} merge of {joined}, "
                          f"got {len(everything)}")
+    # Each skill alone on the data the merge of all skills holds (its size column is "+"-joined
+    # in the skills' order): the same task vector.
+    sizes = dict(zip(skills, everything.iloc[0]["size"].split("+"), strict=True))
     drops: dict[str, tuple[float, float, list[Number]]] = {}
     for skill in skills:
         column = SUITE_COLUMN[skill]
         alone = best_of(agg, column, regime="merge", skills=skill, method=method,
-                        weighting="heuristic")
+                        weighting="heuristic", size=sizes[skill])
         single, merged = number(f"{skill} alone", alone, column), number(
             f"{skill} in {joined}", everything.iloc[0], column)
         drops[skill] = (single.mean - merged.mean, single.spread + merged.spread,

@@ -140,11 +140,14 @@ def omega_value(row: Mapping, skill: str | None = None) -> float:
 
 
 def pick(agg: pd.DataFrame, *, regime: str, skills: str, method: str = "",
-         weighting: str | None = None) -> pd.DataFrame:
-    """The points of one kind: regime, skills ("+"-joined), and for merges method and weighting."""
+         weighting: str | None = None, size: str | None = None) -> pd.DataFrame:
+    """The points of one kind: regime, skills ("+"-joined), for merges method and weighting,
+    and (when given) the data size ("+"-joined, as the skills)."""
     mask = (agg["regime"] == regime) & (agg["skills"] == skills) & (agg["method"] == method)
     if weighting is not None:
         mask &= agg["weighting"] == weighting
+    if size is not None:
+        mask &= agg["size"] == size
     return agg[mask]
 
 
