@@ -240,7 +240,8 @@ def test_point_rows_of_a_non_headline_metric_are_ignored():
     assert results_table(rows)["General"].tolist() == [70.0]
 
 
-def test_table_cells_name_each_score_cells_files_per_seed():
+def _coding_table3() -> tuple[pd.DataFrame, list[str]]:
+    """Table 3 of one skill and the evaluation folders of its rows, every seed's."""
     points = [general(BASE), *_one_skill("coding", [100] * 3, [90] * 3, [5] * 3,
                                          {"1.0": [50] * 3})]
     table = table3(frame(*points), skills=["coding"])
@@ -248,6 +249,11 @@ def test_table_cells_name_each_score_cells_files_per_seed():
         f"results/evals/seed-{seed}/{model}" for seed in SEEDS
         for model in ("cft-coding-all", "rt-coding-all", "merge-ta-heuristic-coding-all",
                       "merge-ta-grid-coding-all")]
+    return table, evals
+
+
+def test_table_cells_name_each_score_cells_files_per_seed():
+    table, evals = _coding_table3()
     cells = {(row, column): files for row, column, files in
              table_cells(table, evals, ("skill", "procedure"))}
     assert cells[("coding: θ_G", "Skill")] == ["results/evals/general/coding.json"]
@@ -269,13 +275,7 @@ class _Recorder:
 
 
 def test_write_table_writes_the_csv_and_notes_each_score_cell(tmp_path):
-    points = [general(BASE), *_one_skill("coding", [100] * 3, [90] * 3, [5] * 3,
-                                         {"1.0": [50] * 3})]
-    table = table3(frame(*points), skills=["coding"])
-    evals = ["results/evals/general"] + [
-        f"results/evals/seed-{seed}/{model}" for seed in SEEDS
-        for model in ("cft-coding-all", "rt-coding-all", "merge-ta-heuristic-coding-all",
-                      "merge-ta-grid-coding-all")]
+    table, evals = _coding_table3()
     step = _Recorder()
     write_table(table, tmp_path / "table3.csv", step=step, evals=evals,
                 label_columns=("skill", "procedure"))
