@@ -6,10 +6,10 @@ Inputs: `results`, results/all_results.csv (mtl.results' schema). Params: `skill
 """
 
 from mtl.claims import claims
+from mtl.io import write_csv
 from mtl.provenance import Step
 from mtl.results import read
 from mtl.stepkit import setup
-from mtl.tables import write_table
 
 smk = snakemake
 log = setup(smk)
@@ -17,7 +17,7 @@ log = setup(smk)
 with Step.from_snakemake(smk, config_keys=["seeds"]) as step:
     table = claims(read(smk.input.results), list(smk.params.skills),
                    smk.params.method)
-    write_table(table, smk.output.artifact)
+    write_csv(table, smk.output.artifact)
     held = {claim: (part["verdict"] == "holds").all() for claim, part in table.groupby("claim")}
     step.note(claims_held=int(sum(held.values())), claims=len(held))
     log.info("\n%s\n%d of %d claims hold (every part)", table.to_string(index=False),

@@ -6,10 +6,10 @@ every figure rule's (rules/tables.smk). Params: `skills`, `method` (the sweep's 
 """
 
 from mtl.figures import figure1, plot_figure1
+from mtl.io import write_csv
 from mtl.provenance import Step
 from mtl.results import collect
 from mtl.stepkit import setup
-from mtl.tables import write_table
 
 smk = snakemake
 log = setup(smk)
@@ -17,6 +17,6 @@ log = setup(smk)
 with Step.from_snakemake(smk, config_keys=["seeds", "merge"]) as step:
     data = figure1(collect(list(smk.input.evals), list(smk.input.models)),
                    list(smk.params.skills), smk.params.method)
-    write_table(data, smk.output.artifact)
+    write_csv(data, smk.output.artifact)
     plot_figure1(data, smk.output.figure)
     log.info("\n%s", data.to_string(index=False))

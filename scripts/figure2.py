@@ -7,10 +7,10 @@ config has: science).
 """
 
 from mtl.figures import WISEFT_VARIANTS, figure2, plot_figure2
+from mtl.io import write_csv
 from mtl.provenance import Step
 from mtl.results import collect
 from mtl.stepkit import setup
-from mtl.tables import write_table
 
 FIGURE_SKILLS = ["science"]  # the paper's Figure 2
 
@@ -22,6 +22,6 @@ with Step.from_snakemake(smk, config_keys=["seeds", "merge"]) as step:
     variants = {tag: WISEFT_VARIANTS.get(tag, tag) for tag in smk.params.methods}
     data = figure2(collect(list(smk.input.evals), list(smk.input.models)), skills,
                    variants)
-    write_table(data, smk.output.artifact)
+    write_csv(data, smk.output.artifact)
     plot_figure2(data, smk.output.figure)
     log.info("\n%s", data.to_string(index=False))

@@ -6,10 +6,10 @@ Inputs `evals` and `models` as every figure rule's (rules/tables.smk). Params: `
 """
 
 from mtl.figures import figure3, plot_figure3
+from mtl.io import write_csv
 from mtl.provenance import Step
 from mtl.results import collect
 from mtl.stepkit import setup
-from mtl.tables import write_table
 
 smk = snakemake
 log = setup(smk)
@@ -17,6 +17,6 @@ log = setup(smk)
 with Step.from_snakemake(smk, config_keys=["seeds", "merge"]) as step:
     data = figure3(collect(list(smk.input.evals), list(smk.input.models)),
                    list(smk.params.skills), list(smk.params.methods))
-    write_table(data, smk.output.artifact)
+    write_csv(data, smk.output.artifact)
     plot_figure3(data, smk.output.figure)
     log.info("\n%s", data.to_string(index=False))

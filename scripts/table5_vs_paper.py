@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from mtl.io import atomic_file
+from mtl.io import write_csv
 from mtl.paper_compare import compare, read_reference
 from mtl.provenance import Step
 from mtl.stepkit import setup
@@ -12,6 +12,5 @@ log = setup(smk)
 
 with Step.from_snakemake(smk) as step:
     frame = compare(pd.read_csv(smk.input.table5), read_reference(smk.input.reference))
-    with atomic_file(smk.output.artifact) as handle:
-        frame.to_csv(handle, index=False)
+    write_csv(frame, smk.output.artifact)
     log.info("\n%s", frame.to_string(index=False))

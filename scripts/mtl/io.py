@@ -65,6 +65,13 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         handle.write("\n")
 
 
+def write_csv(frame: Any, path: str | os.PathLike) -> None:
+    """Write a pandas DataFrame as CSV without its index, atomically. (Typed Any: this module
+    stays importable where pandas is not installed, as in the data and merge envs.)"""
+    with atomic_file(path) as handle:
+        frame.to_csv(handle, index=False)
+
+
 def write_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
     """Write one JSON object per line, atomically."""
     with atomic_file(path) as handle:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from mtl.io import atomic_file
+from mtl.io import write_csv
 from mtl.suites import SUITES
 
 if TYPE_CHECKING:
@@ -390,14 +390,12 @@ def write_table(
     table: pd.DataFrame,
     path: str | Path,
     *,
-    step: Step | None = None,
-    evals: Iterable[str | Path] = (),
+    step: Step,
+    evals: Iterable[str | Path],
     label_columns: Sequence[str] = ("model",),
 ) -> None:
-    """Write `table` to `path` as CSV, atomically. With `step`, note in its record which
-    evaluation files each score cell comes from, every seed's (`mtl-audit --cells`)."""
-    with atomic_file(path) as handle:
-        table.to_csv(handle, index=False)
-    if step is not None:
-        for row, column, files in table_cells(table, evals, label_columns):
-            step.note_cell(row, column, files, config=["evaluation.suites"])
+    """Write `table` as CSV (mtl.io.write_csv) and note in `step`'s record which evaluation
+    files each score cell comes from, every seed's (`mtl-audit --cells`)."""
+    write_csv(table, path)
+    for row, column, files in table_cells(table, evals, label_columns):
+        step.note_cell(row, column, files, config=["evaluation.suites"])
