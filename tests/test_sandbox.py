@@ -4,11 +4,13 @@ import json
 import os
 import random
 import resource
+import signal
 import socket
 import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -87,6 +89,35 @@ def test_writes_outside_the_work_folder_fail_and_inside_succeed(tmp_path):
     assert result.stdout.strip() == "ok"
     assert result.status == "error" and "Read-only file system" in result.reason
     assert not target.exists()
+
+
+def test_a_program_reaches_no_other_run_and_no_fd_of_the_launcher():
+    # Only stdin, stdout and stderr are open (the launcher's control socket would let a
+    # program start others under its own terms); its run folder's siblings are read-only.
+    program = ("import os\n"
+               "print(sorted(int(fd) for fd in os.listdir('/proc/self/fd')))\n"
+               "open('../../escaped.txt', 'w')\n")
+    result = run_python(program)
+    assert result.stdout.split("\n")[0] in ("[0, 1, 2]", "[0, 1, 2, 3]")  # 3: the listing
+    assert result.status == "error" and "Read-only file system" in result.reason
+
+
+def test_programs_run_side_by_side_each_in_its_own_namespaces():
+    program = "import os, time\ntime.sleep(0.3)\nprint(os.getpid(), os.listdir('.'))\n"
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        results = list(pool.map(lambda i: run_python(program + f"open('{i}', 'w')"), range(6)))
+    assert [r.status for r in results] == ["ok"] * 6
+    # Each program is PID 1 of its own namespace and sees only its own fresh folder.
+    assert {r.stdout.strip() for r in results} == {"1 ['main.py']"}
+
+
+def test_a_lost_launcher_is_started_again():
+    assert run_python("print(1)").ok
+    launcher = sandbox._launcher(sandbox._isolation())
+    os.killpg(launcher.process.pid, signal.SIGKILL)
+    launcher.process.wait()
+    assert run_python("print(2)").stdout.strip() == "2"
+    assert sandbox._launcher(sandbox._isolation()) is not launcher
 
 
 def test_too_much_memory_is_a_memory_error():
