@@ -253,7 +253,9 @@ def floor_child(workdir: Path, points: int) -> None:
 def breakdown(workdir: Path, points: int) -> dict[str, float]:
     """Each part of (a)'s pass alone, on this thread, in CPU seconds (time.thread_time: other
     jobs on the machine inflate it less than wall time). The parts are the engine's own
-    functions on the benchmark's tensors, for task_arithmetic from finetuned models."""
+    functions on the benchmark's tensors, for task_arithmetic from finetuned models. There is
+    no range check of the outputs: task arithmetic's declared bound proves them in range, and
+    the engine skips it."""
     import torch
 
     sys.path.insert(0, str(ROOT / "scripts"))
@@ -267,7 +269,7 @@ def breakdown(workdir: Path, points: int) -> dict[str, float]:
     roles = ("theta_general", "theta_pre", "theta_d")
     checkpoints = {role: Checkpoint(inputs / role, role) for role in roles}
     cpu = dict.fromkeys(("read", "upcast and check inputs", "τ = θ_D − θ_pre", "add",
-                         "check outputs", "cast to bf16", f"hash ({HASH})", "write"), 0.0)
+                         "cast to bf16", f"hash ({HASH})", "write"), 0.0)
     sink = workdir / "breakdown"
     sink.mkdir(exist_ok=True)
 
@@ -278,6 +280,7 @@ def breakdown(workdir: Path, points: int) -> dict[str, float]:
         cpu[name] += time.thread_time() - start
 
     with ExitStack() as files:
+        files.enter_context(torch.inference_mode())  # as the engine's pass
         outputs = [files.enter_context(open(sink / f"out-{i}", "wb")) for i in range(points)]
         # As the engine: blocks of rows, each output staged in a buffer hashed and written when
         # full.
@@ -308,13 +311,12 @@ def breakdown(workdir: Path, points: int) -> dict[str, float]:
                 for i, omega in enumerate(grid(points)):
                     with part("add"):
                         torch.add(x["theta_general"], tau, alpha=omega, out=out)
-                    with part("check outputs"):
-                        check_range(out, name, spec.dtype)
                     if filled[i] + nbytes > Writer.STAGE_BYTES:
                         flush(i)
                     with part("cast to bf16"):
-                        data = stages[i][filled[i] : filled[i] + nbytes]
-                        data.view(spec.dtype).view(out.shape).copy_(out)
+                        first = filled[i] // spec.dtype.itemsize
+                        typed = stages[i].view(spec.dtype)
+                        typed[first : first + out.numel()].copy_(out.reshape(-1))
                     filled[i] += nbytes
         for i in range(points):
             flush(i)

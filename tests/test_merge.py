@@ -588,8 +588,15 @@ def test_heuristic_omega() -> None:
 
 
 def test_registry_uses_paper_names() -> None:
-    assert set(METHODS) == {"task_arithmetic", "linear", "wise_ft", "wise_ft_match", "ties",
-                            "dare", "dare_ties"}
+    assert set(METHODS) == {
+        "task_arithmetic",
+        "linear",
+        "wise_ft",
+        "wise_ft_match",
+        "ties",
+        "dare",
+        "dare_ties",
+    }
     assert {m.mergekit for m in METHODS.values()} == {
         "task_arithmetic",
         "linear",
@@ -634,3 +641,113 @@ def test_row_blocks_equal_whole_tensors(
     whole = digests("whole")
     monkeypatch.setattr(engine, "_BLOCK_ELEMENTS", 128)
     assert digests("blocks") == whole
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if METHODS[m].bound is not None])
+@pytest.mark.parametrize(
+    "native, omega",
+    [
+        (True, (0.3,)),
+        (True, (-2.5,)),
+        (True, (0.7, -0.4)),
+        (True, (1.5, 0.2, -0.9)),
+        (False, (0.6,)),  # the skills given in the other view, converted with θ_pre
+        (False, (0.5, 1.2)),
+    ],
+)
+@pytest.mark.parametrize("aligned", [False, True])
+def test_declared_bounds_hold(
+    method: str, native: bool, omega: tuple[float, ...], aligned: bool
+) -> None:
+    """A method's bound is at least the largest |entry| of its output, and it is reached when
+    every input's largest entry sits in one place with the sign that adds up (so a bound that
+    forgot a weight's sign, an input or θ_pre's share of a converted view would fall short)."""
+    spec = METHODS[method]
+    generator = torch.Generator().manual_seed(7)
+
+    def draw(scale: float, sign: float) -> torch.Tensor:
+        tensor = scale * torch.randn(40, 8, generator=generator)
+        if aligned:
+            tensor[0, 0] = sign * (tensor.abs().max() + 1)
+        return tensor
+
+    signs = [1.0 if w >= 0 else -1.0 for w in omega]
+    # Linear methods weigh θ_G by 1 − Σω, negative past 1.
+    general = draw(3.0, -1.0 if spec.skills_as == "theta" and sum(omega) > 1 else 1.0)
+    skills = [draw(0.5, sign) for sign in signs]
+    pre = None
+    if not native:  # θ_k = τ_k + θ_pre adds up with θ_pre's sign, τ_k = θ_k − θ_pre with the other
+        pre = draw(1.0, signs[0] if spec.skills_as == "theta" else -signs[0])
+    as_tau = (spec.skills_as == "tau") == native
+    x = TensorInputs.from_tensors(
+        "w", theta_general=general, theta_pre=pre, **{"tau" if as_tau else "theta": skills}
+    )
+    largest = spec(x, omega, torch.empty(40, 8)).abs().max().item()
+    bound = spec.bound(x, omega)
+    assert largest <= bound * (1 + 1e-6), (largest, bound)
+    if aligned:
+        assert largest >= bound * (1 - 1e-5), (largest, bound)
+
+
+def test_outputs_proved_in_range_are_not_checked(
+    models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Task arithmetic's outputs are bounded by their inputs, far below bfloat16's range: the
+    engine skips their range check (the pass's costliest step after the cast and the write);
+    TIES declares no bound and every output is checked."""
+    from mtl.merge import safetensors
+
+    checked: list[str] = []
+
+    def counting(tensor: torch.Tensor, what: str, dtype: torch.dtype = torch.float32) -> float:
+        checked.append(what)
+        return 0.0
+
+    monkeypatch.setattr(safetensors, "check_range", counting)
+    run = dict(theta_pre=models["pre"], task_vectors=[models["tv1"]], options=QUIET)
+    merge_to_disk(
+        "task_arithmetic", models["general"], [0.5, 1], [tmp_path / "a", tmp_path / "b"], **run
+    )
+    assert checked == []
+    merge_to_disk("ties", models["general"], [0.5], [tmp_path / "c"], **run)
+    assert len(checked) == len(_weights(models["general"]))
+
+
+def test_mixed_dtypes_share_a_staging_buffer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tensors of 2- and 4-byte dtypes and odd sizes in one file, several to a staging
+    buffer: a block of another dtype than the buffer's starts a new one; every value is as
+    computed."""
+    shapes = {"a": ((3,), torch.bfloat16), "b": ((5,), torch.float32), "c": ((7, 3), torch.float16)}
+    shapes |= {"d": ((2, 9), torch.bfloat16), "e": ((1,), torch.float32)}
+    generator = torch.Generator().manual_seed(3)
+    pre = {n: torch.randn(s, generator=generator).to(d) for n, (s, d) in shapes.items()}
+    folders = {}
+    for role, scale in (("pre", 0.0), ("general", 0.1), ("d", 0.05)):
+        folders[role] = tmp_path / role
+        folders[role].mkdir()
+        tensors = {
+            n: (t.float() + scale * torch.randn(t.shape, generator=generator)).to(t.dtype)
+            for n, t in pre.items()
+        }
+        save_file(tensors, folders[role] / "model.safetensors", metadata={"format": "pt"})
+        (folders[role] / "config.json").write_text('{"model_type": "toy"}')
+    monkeypatch.setattr(Writer, "STAGE_BYTES", 64)  # several tensors to a buffer
+    grid = [0.0, 0.4, 1.0]
+    merge_to_disk(
+        "task_arithmetic",
+        folders["general"],
+        grid,
+        [tmp_path / f"out-{w}" for w in grid],
+        theta_pre=folders["pre"],
+        finetuned=[folders["d"]],
+        options=QUIET,
+    )
+    general, d, p = (_weights(folders[r]) for r in ("general", "d", "pre"))
+    for w in grid:
+        out = _weights(tmp_path / f"out-{w}")
+        for name, (_, dtype) in shapes.items():
+            tau = d[name].float() - p[name].float()
+            expected = torch.add(general[name].float(), tau, alpha=w).to(dtype)
+            assert out[name].dtype == dtype and torch.equal(out[name], expected), (w, name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
@@ -40,12 +41,14 @@ from mtl.merge.safetensors import (
 )
 from mtl.provenance import hash_file
 
-# Elementwise methods go through big tensors in blocks of about this many entries (256 KB in
-# float32): a block's inputs and output stay in the CPU's L2 cache across its steps (upcast,
-# τ, then per ω: add, range check, cast), which made those steps 2-3x faster than 1M-entry
-# blocks that spill to L3/memory (`scripts/bench_merge.py --breakdown`); smaller blocks
-# would spend more in per-call overhead. Memory stays flat however large the tensors are.
-_BLOCK_ELEMENTS = 1 << 16
+# Elementwise methods go through big tensors in blocks of about this many entries (1 MB in
+# float32). Every step of a block (upcast, τ, then per ω: add, cast) is one torch op, and an op
+# costs microseconds of dispatch and Python however small it is, so small blocks pay mostly
+# overhead; large ones spill out of the CPU caches. On the 2-core benchmark machine
+# (`scripts/bench_merge.py`, task arithmetic, 11 outputs) the merging process used 12.7-13.5
+# CPU-s with 2^15-entry blocks, 11.2-11.4 with 2^16, 10.2-11.1 with 2^18 and 9.6-11.0 with 2^19
+# (three runs each, all else equal). Memory stays flat however large the tensors are.
+_BLOCK_ELEMENTS = 1 << 18
 
 
 def _blocks(shape: tuple[int, ...], elementwise: bool) -> list[Rows]:
@@ -149,19 +152,27 @@ def open_inputs(
 
 
 @contextmanager
-def single_threaded_torch() -> Iterator[None]:
-    """Run torch ops on the calling thread only, for the duration of a pass over files.
+def pass_mode() -> Iterator[None]:
+    """How torch runs during a pass over files: on the calling thread only, without autograd.
 
     The pass is I/O-bound and its ops are small; intra-op worker threads would compete for
-    cores with the writer thread and the kernel's writeback, and a parallel op waits for its
-    slowest worker. On a 2-core machine two threads made the pass 5x slower than one.
+    cores with the writer threads and the kernel's writeback, and a parallel op waits for its
+    slowest worker (on a 2-core machine two threads made the pass 5x slower than one).
+    Inference mode skips autograd's bookkeeping, which costs microseconds per op: the pass
+    makes hundreds of thousands of small ops and views.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        yield
+        with torch.inference_mode():
+            yield
     finally:
         torch.set_num_threads(threads)
+
+
+def writer_lanes(n_files: int) -> int:
+    """Writer threads for a pass: two where there are two files and two cores to share."""
+    return max(1, min(2, n_files, os.cpu_count() or 1))
 
 
 def extract_task_vector(
@@ -206,7 +217,7 @@ def extract_task_vector(
         inputs = Inputs(general=d, pre=pre, skills=[], skills_are_tau=True)
         blocks = {name: _blocks(spec.shape, elementwise=True) for name, spec in specs.items()}
         scratch = Scratch()
-        stack.enter_context(single_threaded_torch())
+        stack.enter_context(pass_mode())
         handle = stack.enter_context(atomic_file(out, "wb"))
         writer = stack.enter_context(Writer(_largest_block(out_specs, blocks), n_files=1))
         file = StreamedFile(handle, shard.header, writer)
@@ -312,10 +323,11 @@ def _stream_merge(
     scratch = Scratch()
     written: list[dict[str, StreamedFile]] = [{} for _ in folders]
     with ExitStack() as stack:
-        stack.enter_context(single_threaded_torch())
+        stack.enter_context(pass_mode())
         # Registered before the writer, so files close only after its thread has finished.
         handles = stack.enter_context(ExitStack())
-        writer = stack.enter_context(Writer(_largest_block(specs, blocks), n_files=len(folders)))
+        lanes = writer_lanes(len(folders))
+        writer = stack.enter_context(Writer(_largest_block(specs, blocks), len(folders), lanes))
         progress = stack.enter_context(
             tqdm(
                 total=sum(s.nbytes for s in specs.values()),
@@ -334,12 +346,16 @@ def _stream_merge(
             ]
             for name in shard.names:
                 spec = specs[name]
+                whats = [f"output {out_dir}: tensor {name!r}" for out_dir in out_dirs]
+                # Outputs whose method bounds them below this need no range check.
+                trusted = torch.finfo(spec.dtype).max / 2
                 for rows in blocks[name]:
                     x = inputs.block(name, rows, spec.shape, options, scratch)
                     out = scratch.get("out", x.shape)
-                    for omega, file, out_dir in zip(weights, files, out_dirs, strict=True):
+                    for omega, file, what in zip(weights, files, whats, strict=True):
                         merged = method(x, omega, out)
-                        file.write(merged, spec.dtype, f"output {out_dir}: tensor {name!r}")
+                        proved = method.bound is not None and method.bound(x, omega) <= trusted
+                        file.write(merged, spec.dtype, what, check=not proved)
                     progress.update(math.prod(x.shape) * spec.dtype.itemsize)
             for file, output_files in zip(files, written, strict=True):
                 file.close()

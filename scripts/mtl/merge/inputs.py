@@ -22,10 +22,13 @@ class Scratch:
 
     A fresh multi-megabyte allocation comes as new zero-filled pages, and faulting them in costs
     about four times the arithmetic itself; keeping one buffer per role avoids that per tensor.
+    The views handed out are kept too: a pass asks for the same few block shapes thousands of
+    times, and making a view costs microseconds, as much as the arithmetic of a small block.
     """
 
     def __init__(self) -> None:
         self._buffers: dict[tuple[str, torch.device], torch.Tensor] = {}
+        self._views: dict[tuple[str, torch.device, torch.dtype, tuple[int, ...]], torch.Tensor] = {}
 
     def get(
         self,
@@ -34,12 +37,21 @@ class Scratch:
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
     ) -> torch.Tensor:
+        device = torch.device(device)
+        shape = tuple(shape)
+        view = self._views.get((role, device, dtype, shape))
+        if view is not None:
+            return view
         nbytes = math.prod(shape) * dtype.itemsize
-        key = (role, torch.device(device))
-        buffer = self._buffers.get(key)
+        buffer = self._buffers.get((role, device))
         if buffer is None or buffer.numel() < nbytes:
-            buffer = self._buffers[key] = torch.empty(nbytes, dtype=torch.uint8, device=device)
-        return buffer[:nbytes].view(dtype).view(tuple(shape))
+            buffer = self._buffers[(role, device)] = torch.empty(
+                nbytes, dtype=torch.uint8, device=device
+            )
+            # Views of the old buffer would keep it alive.
+            self._views = {key: v for key, v in self._views.items() if key[:2] != (role, device)}
+        view = self._views[(role, device, dtype, shape)] = buffer[:nbytes].view(dtype).view(shape)
+        return view
 
 
 @dataclass(frozen=True)
@@ -51,14 +63,15 @@ class Source:
     is_model: bool  # vocabulary padding: a model's missing rows are θ_G's, a task vector's zero
 
 
-def check_range(tensor: torch.Tensor, what: str, dtype: torch.dtype = torch.float32) -> None:
-    """Raise unless every value of float32 `tensor` is finite and fits in `dtype`."""
+def check_range(tensor: torch.Tensor, what: str, dtype: torch.dtype = torch.float32) -> float:
+    """Raise unless every value of float32 `tensor` is finite and fits in `dtype`; return the
+    largest magnitude (0 for an empty tensor)."""
     if tensor.numel() == 0:
-        return
+        return 0.0
     low, high = (float(v) for v in torch.aminmax(tensor))
     limit = torch.finfo(dtype).max
     if low >= -limit and high <= limit:  # False for NaN
-        return
+        return max(-low, high)
     if torch.isnan(tensor).any():
         problem = "contains NaN"
     elif torch.isinf(tensor).any():
@@ -74,6 +87,9 @@ class TensorInputs:
     Inputs are read and upcast on first use and then kept for every grid point of the pass;
     derived values (τ_k from θ_k, trimmed or dropped task vectors) are cached the same way.
     The tensors live in shared scratch buffers: they are valid until the next tensor is loaded.
+    Every input and every τ_k or θ_k has a bound on its magnitude (`bound`), from the range
+    check each input gets anyway, so a method can prove its output in range without a pass
+    over it.
     """
 
     def __init__(
@@ -97,6 +113,7 @@ class TensorInputs:
         self._skills_are_tau = skills_are_tau
         self._scratch = scratch
         self._cache: dict[str, Any] = {}
+        self._bounds: dict[int, float] = {}  # id(tensor) → max |entry|, for cached tensors
 
     @classmethod
     def from_tensors(
@@ -130,6 +147,13 @@ class TensorInputs:
             self._cache[key] = compute()
         return self._cache[key]
 
+    def bound(self, tensor: torch.Tensor) -> float:
+        """An upper bound on |entry| of an input or a τ_k/θ_k this object has given out."""
+        try:
+            return self._bounds[id(tensor)]
+        except KeyError:
+            raise MergeError(f"tensor {self.name!r}: no bound known for this tensor") from None
+
     def _load(self, source: Source, role: str) -> torch.Tensor:
         stored = source.read()
         out = self._scratch.get(role, self.shape, stored.device)
@@ -142,7 +166,7 @@ class TensorInputs:
                 out[rows:].copy_(self.theta_general[rows:])
             else:
                 out[rows:].zero_()
-        check_range(out, f"{source.label}: tensor {self.name!r}")
+        self._bounds[id(out)] = check_range(out, f"{source.label}: tensor {self.name!r}")
         return out
 
     @property
@@ -166,7 +190,13 @@ class TensorInputs:
         if self._skills_are_tau:
             return [self._load(s, f"tau{k}") for k, s in enumerate(self._skills)]
         # θ_k is loaded into τ_k's buffer and turned into τ_k there: one buffer per skill.
-        return [self._load(s, f"tau{k}").sub_(self.theta_pre) for k, s in enumerate(self._skills)]
+        taus = []
+        for k, skill in enumerate(self._skills):
+            value = self._load(skill, f"tau{k}")
+            # |θ_k − θ_pre| ≤ |θ_k| + |θ_pre|
+            self._bounds[id(value)] += self.bound(self.theta_pre)
+            taus.append(value.sub_(self.theta_pre))
+        return taus
 
     @property
     def theta(self) -> list[torch.Tensor]:
@@ -176,7 +206,13 @@ class TensorInputs:
     def _compute_theta(self) -> list[torch.Tensor]:
         if not self._skills_are_tau:
             return [self._load(s, f"theta{k}") for k, s in enumerate(self._skills)]
-        return [self._load(s, f"theta{k}").add_(self.theta_pre) for k, s in enumerate(self._skills)]
+        thetas = []
+        for k, skill in enumerate(self._skills):
+            value = self._load(skill, f"theta{k}")
+            # |τ_k + θ_pre| ≤ |τ_k| + |θ_pre|
+            self._bounds[id(value)] += self.bound(self.theta_pre)
+            thetas.append(value.add_(self.theta_pre))
+        return thetas
 
     @property
     def tau_general(self) -> torch.Tensor:

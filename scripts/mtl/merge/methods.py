@@ -3,8 +3,10 @@
 A method gets one tensor's `TensorInputs`, a weight vector ω (one weight per skill) and an
 output buffer; it writes the merge into the buffer and touches no file. Its declaration says
 which view of the skills it reads (τ_k or θ_k), whether it needs θ_pre, which options it reads,
-what the skill models were finetuned from, its mergekit equivalent and whether it is
-elementwise. Adding a method is one decorated function here (and its test).
+what the skill models were finetuned from, its mergekit equivalent, whether it is elementwise
+and, optionally, a bound on its output's magnitude from its inputs' bounds (where the bound
+proves the output fits the output dtype, the engine skips checking it). Adding a method is one
+decorated function here (and its test).
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ SkillsFrom = Literal["pre", "general", "general_match"]
 SKILL_REGIMES: dict[str, str] = {"pre": "ptm", "general": "cft", "general_match": "cft-match"}
 
 MethodFn = Callable[[TensorInputs, tuple[float, ...], torch.Tensor], torch.Tensor]
+# An upper bound on |entry| of the method's output at ω, from x.bound() of the inputs it read.
+BoundFn = Callable[[TensorInputs, tuple[float, ...]], float]
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,7 @@ class Method:
     options: tuple[str, ...]  # the EngineOptions fields it reads (for recipes)
     mergekit: str | None  # mergekit's name for the method, if it has one
     elementwise: bool  # each output entry depends on the same entry of the inputs only
+    bound: BoundFn | None = None  # None: the engine checks every output for Inf and overflow
 
     @property
     def skill_regime(self) -> str:
@@ -92,6 +97,7 @@ def register(
     options: tuple[str, ...] = (),
     mergekit: str | None = None,
     elementwise: bool = False,
+    bound: BoundFn | None = None,
 ) -> Callable[[MethodFn], MethodFn]:
     """Add a method to METHODS under `name` (a paper name)."""
 
@@ -111,10 +117,28 @@ def register(
             options,
             mergekit,
             elementwise,
+            bound,
         )
         return fn
 
     return add
+
+
+# The bounds are the triangle inequality over the float32 sums. Rounding can only add a
+# relative 2^-24 per operation, far inside the engine's margin (it trusts a bound up to half the
+# output dtype's largest value).
+
+
+def _task_arithmetic_bound(x: TensorInputs, omega: tuple[float, ...]) -> float:
+    skills = zip(omega, x.tau, strict=True)
+    return x.bound(x.theta_general) + sum(abs(w) * x.bound(tau) for w, tau in skills)
+
+
+def _linear_bound(x: TensorInputs, omega: tuple[float, ...]) -> float:
+    skills = zip(omega, x.theta, strict=True)
+    return abs(1.0 - sum(omega)) * x.bound(x.theta_general) + sum(
+        abs(w) * x.bound(theta) for w, theta in skills
+    )
 
 
 @register(
@@ -124,6 +148,7 @@ def register(
     skills_as="tau",
     mergekit="task_arithmetic",
     elementwise=True,
+    bound=_task_arithmetic_bound,
 )
 def task_arithmetic(x: TensorInputs, omega: tuple[float, ...], out: torch.Tensor) -> torch.Tensor:
     torch.add(x.theta_general, x.tau[0], alpha=omega[0], out=out)
@@ -139,6 +164,7 @@ def task_arithmetic(x: TensorInputs, omega: tuple[float, ...], out: torch.Tensor
     skills_as="theta",
     mergekit="linear",
     elementwise=True,
+    bound=_linear_bound,
 )
 def linear(x: TensorInputs, omega: tuple[float, ...], out: torch.Tensor) -> torch.Tensor:
     torch.mul(x.theta_general, 1.0 - sum(omega), out=out)
@@ -155,6 +181,7 @@ def linear(x: TensorInputs, omega: tuple[float, ...], out: torch.Tensor) -> torc
     skills_as="theta",
     mergekit="linear",
     elementwise=True,
+    bound=_linear_bound,
 )
 def wise_ft(x: TensorInputs, omega: tuple[float, ...], out: torch.Tensor) -> torch.Tensor:
     # Linear interpolation whose endpoint was trained from θ_G, so θ_pre plays no part.
@@ -169,10 +196,9 @@ def wise_ft(x: TensorInputs, omega: tuple[float, ...], out: torch.Tensor) -> tor
     skills_as="theta",
     mergekit="linear",
     elementwise=True,
+    bound=_linear_bound,
 )
-def wise_ft_match(
-    x: TensorInputs, omega: tuple[float, ...], out: torch.Tensor
-) -> torch.Tensor:
+def wise_ft_match(x: TensorInputs, omega: tuple[float, ...], out: torch.Tensor) -> torch.Tensor:
     # WiSE-FT itself; only its endpoint's training differs (the paper's Figure 2 compares them).
     return linear(x, omega, out)
 

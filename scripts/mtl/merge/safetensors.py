@@ -200,7 +200,7 @@ class Checkpoint:
             start, nbytes = start + first * row_bytes, (last - first) * row_bytes
         if buffer is None:
             buffer = torch.empty(nbytes, dtype=torch.uint8)
-        raw = buffer[:nbytes]
+        raw = buffer if buffer.numel() == nbytes else buffer[:nbytes]
         fd = self._fds.get(info.file)
         if fd is None:
             fd = self._fds[info.file] = os.open(info.file, os.O_RDONLY)
@@ -288,47 +288,61 @@ class _Pool:
 
 
 class Writer:
-    """Hashes and writes output data on a background thread, in submission order.
+    """Hashes and writes output data on background threads, each file's data in order.
 
     Writing N outputs is disk-bound (the kernel throttles dirty pages) and a grid writes every
-    byte N times, so the copy into the page cache is the pass's largest CPU cost once hashing
-    is BLAKE3 (`scripts/bench_merge.py --breakdown`). One thread hashes each buffer and then
-    writes it (the second pass over it finds it in the CPU cache) while the main thread computes
-    the next blocks, so the work spreads over two cores. Data goes out in buffers from two
-    pools: staging buffers of STAGE_BYTES, which files fill with many small blocks before
-    they are submitted (a submission costs tens of microseconds of Python and thread hand-over,
-    as much as the arithmetic of a small block), and, for values larger than that (whole tensors
-    of TIES/DARE), buffers of `large_bytes`, at most four. Bounded pools bound memory.
+    byte N times, so the kernel's copy into the page cache is the pass's largest CPU cost
+    (`scripts/bench_merge.py --breakdown`). Each file belongs to one of `lanes` threads, which
+    hashes each buffer and then writes it (the second pass over it finds it in the CPU cache)
+    while the main thread computes the next blocks; with two lanes the copies of different
+    files run on two cores at once. Data goes out in buffers from two pools: staging buffers of
+    STAGE_BYTES, which files fill with many small blocks before they are submitted (a
+    submission costs tens of microseconds of Python and thread hand-over, as much as the
+    arithmetic of a small block), and, for values larger than that (whole tensors of
+    TIES/DARE), buffers of `large_bytes`, at most four. Bounded pools bound memory.
     """
 
     STAGE_BYTES = 4 << 20
     LARGE_BUFFERS = 4
 
-    def __init__(self, large_bytes: int, n_files: int = 1) -> None:
+    def __init__(self, large_bytes: int, n_files: int = 1, lanes: int = 1) -> None:
         # Each file holds one staging buffer while it fills it; the rest are in flight.
         self._stage = _Pool(self.STAGE_BYTES, 2 * n_files + 2)
         self._large = _Pool(max(large_bytes, self.STAGE_BYTES), self.LARGE_BUFFERS)
         Job = tuple[Callable[[], object], torch.Tensor | None]
-        self._jobs: queue.Queue[Job | None] = queue.Queue()
+        self._queues: list[queue.Queue[Job | None]] = [queue.Queue() for _ in range(lanes)]
+        self._next_lane = 0
         self._error: BaseException | None = None
         self._abandoned = False
-        self._thread = threading.Thread(target=self._run, name="merge-writer", daemon=True)
+        self._threads = [
+            threading.Thread(target=self._run, args=(q,), name=f"merge-writer-{i}", daemon=True)
+            for i, q in enumerate(self._queues)
+        ]
 
     def __enter__(self) -> Writer:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc is not None:
             self._abandoned = True  # the outputs are being discarded: skip the queued work
-        self._jobs.put(None)
-        self._thread.join()
+        for jobs in self._queues:
+            jobs.put(None)
+        for thread in self._threads:
+            thread.join()
         if exc is None:
             self._raise_if_failed()
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
             raise self._error
+
+    def lane(self) -> int:
+        """A lane for a new file: lanes take files in turn."""
+        lane = self._next_lane
+        self._next_lane = (lane + 1) % len(self._queues)
+        return lane
 
     def buffer(self, nbytes: int) -> torch.Tensor:
         """A free uint8 buffer of at least `nbytes` (waits for one); pass it back as `release`
@@ -341,12 +355,15 @@ class Writer:
     def give_back(self, buffer: torch.Tensor) -> None:
         (self._stage if buffer.numel() == self.STAGE_BYTES else self._large).give(buffer)
 
-    def submit(self, job: Callable[[], object], release: torch.Tensor | None = None) -> None:
-        """Queue `job`; `release` goes back to its pool when it has run."""
-        self._jobs.put((job, release))
+    def submit(
+        self, lane: int, job: Callable[[], object], release: torch.Tensor | None = None
+    ) -> None:
+        """Queue `job` on `lane`, after the lane's earlier jobs; `release` goes back to its pool
+        when it has run."""
+        self._queues[lane].put((job, release))
 
-    def _run(self) -> None:
-        while (item := self._jobs.get()) is not None:
+    def _run(self, jobs: queue.Queue) -> None:
+        while (item := jobs.get()) is not None:
             job, release = item
             try:
                 if self._error is None and not self._abandoned:
@@ -365,32 +382,40 @@ class StreamedFile:
     def __init__(self, handle: Any, header: bytes, writer: Writer) -> None:
         self.handle = handle
         self._writer = writer
+        self._lane = writer.lane()
         self._hash = new_hasher()
-        self._stage: torch.Tensor | None = None
+        self._stage: torch.Tensor | None = None  # the staging buffer being filled (uint8)
+        self._typed = torch.empty(0)  # the same buffer viewed as the dtype of its last block
         self._filled = 0
-        writer.submit(partial(self._put, header))
+        writer.submit(self._lane, partial(self._put, header))
 
     def _put(self, data: Any) -> None:
         self._hash.update(data)
         self.handle.write(data)
 
-    def write(self, value: torch.Tensor, dtype: torch.dtype, what: str) -> None:
-        """Check float32 `value` (a tensor or a block of its rows), cast it to `dtype` and queue
-        its bytes."""
-        check_range(value, what, dtype)
+    def write(self, value: torch.Tensor, dtype: torch.dtype, what: str, check: bool = True) -> None:
+        """Cast float32 `value` (a contiguous tensor or block of its rows) to `dtype` and queue
+        its bytes; first check that it is finite and fits `dtype`, unless `check` is False (the
+        caller has proved it)."""
+        if check:
+            check_range(value, what, dtype)
         nbytes = value.numel() * dtype.itemsize
         if nbytes > Writer.STAGE_BYTES:
             self.flush()
             buffer = self._writer.buffer(nbytes)
             buffer[:nbytes].view(dtype).view(value.shape).copy_(value)
-            self._writer.submit(partial(self._put, buffer[:nbytes].numpy()), release=buffer)
+            self._writer.submit(self._lane, partial(self._put, buffer[:nbytes].numpy()), buffer)
             return
-        if self._stage is not None and self._filled + nbytes > Writer.STAGE_BYTES:
+        # A staging buffer holds blocks of one dtype (a file may mix them), viewed as it.
+        if self._stage is not None and (
+            self._filled + nbytes > Writer.STAGE_BYTES or self._typed.dtype != dtype
+        ):
             self.flush()
         if self._stage is None:
             self._stage = self._writer.buffer(nbytes)
-        data = self._stage[self._filled : self._filled + nbytes]
-        data.view(dtype).view(value.shape).copy_(value)
+            self._typed = self._stage.view(dtype)
+        first = self._filled // dtype.itemsize
+        self._typed[first : first + value.numel()].copy_(value.reshape(-1))
         self._filled += nbytes
 
     def flush(self) -> None:
@@ -400,19 +425,20 @@ class StreamedFile:
         stage, filled = self._stage, self._filled
         self._stage, self._filled = None, 0
         if filled:
-            self._writer.submit(partial(self._put, stage[:filled].numpy()), release=stage)
+            job = partial(self._put, stage[:filled].numpy())
+            self._writer.submit(self._lane, job, release=stage)
         else:
             self._writer.give_back(stage)
 
     def close(self) -> None:
         """Queue the file's close, after its last write."""
         self.flush()
-        self._writer.submit(self.handle.close)
+        self._writer.submit(self._lane, self.handle.close)
 
     @property
     def digest(self) -> str:
-        """The file's hash (mtl.provenance's algorithm); complete once the writer's thread has
-        finished."""
+        """The file's hash (mtl.provenance's algorithm); complete once the writer's threads
+        have finished."""
         return finish(self._hash)
 
 
