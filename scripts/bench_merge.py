@@ -9,10 +9,22 @@ Builds a synthetic Llama-shaped triple (θ_pre, θ_G, θ_D; bfloat16, two shards
   (b) mergekit-yaml, once per grid point (11 runs), with the equivalent recipe;
   (c) the I/O floor: read the three inputs once and write 11 copies of θ_G's files.
 
-Every stage starts after `sync`, with the inputs in the page cache. Usage:
+Every stage starts after `sync` and a pause (--settle, 10 s), with the inputs in the page
+cache. The pause puts every stage in the same state of memory: on a virtual machine that hands
+freed memory back to its host (virtio-balloon's free page reporting, after about 2 s), writing
+into memory freed a moment ago is about 3x cheaper than into memory that has been handed back
+(6 GB through `dd` here: 3.2-3.7 s of kernel time right after deleting the last 6 GB, 8.8-9.8 s
+after a pause). Without it the floor, which starts writing within 0.1 s of the previous stage's
+deletion, would get the cheap memory and the engine, which first imports torch (2-3 s), the
+dear one. Usage:
 
   python scripts/bench_merge.py [--workdir /tmp/mtl-bench] [--quick] [--keep] [--repeat N]
-                                [--breakdown]
+                                [--breakdown] [--settle SECONDS] [--baseline OTHER/scripts]
+
+--baseline runs the engine of another checkout (say `git worktree add /tmp/base HEAD~1`, then
+--baseline /tmp/base/scripts) as (a0), alternating with (a) on the same inputs, and reports
+them run by run and whether their weight files are byte-identical: how to show that a change
+to the engine is faster and changes no byte.
 
 --breakdown adds where (a)'s CPU time goes: each part of its pass run alone on one thread
 (reading, float32 arithmetic, range checks, casts, hashing, writes), in thread CPU seconds.
@@ -33,6 +45,7 @@ import time
 import zlib
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,8 +134,11 @@ def build_models(workdir: Path, size: dict) -> dict[str, Path]:
 # The three stages
 
 
-def run_engine(workdir: Path, points: int) -> dict:
-    """(a) in a subprocess: wall time with start-up, and the child's own peak RSS."""
+def run_engine(
+    workdir: Path, points: int, scripts: Path = ROOT / "scripts", outputs: str = "engine"
+) -> dict:
+    """(a) in a subprocess: wall time with start-up, and the child's own peak RSS; the engine
+    of the checkout whose scripts/ folder is `scripts`, writing to workdir/outputs."""
     start = time.perf_counter()
     child = subprocess.run(
         [
@@ -133,6 +149,10 @@ def run_engine(workdir: Path, points: int) -> dict:
             str(workdir),
             "--points",
             str(points),
+            "--scripts",
+            str(scripts),
+            "--outputs",
+            outputs,
         ],
         check=True,
         stdout=subprocess.PIPE,
@@ -142,17 +162,17 @@ def run_engine(workdir: Path, points: int) -> dict:
     return {"seconds": time.perf_counter() - start, **report}
 
 
-def engine_child(workdir: Path, points: int) -> None:
-    sys.path.insert(0, str(ROOT / "scripts"))
+def engine_child(workdir: Path, points: int, scripts: Path, outputs: str) -> None:
+    sys.path.insert(0, str(scripts))
     from mtl.merge import merge_to_disk
 
     inputs = workdir / "inputs"
     start = time.perf_counter()
-    merge_to_disk(
+    written = merge_to_disk(
         "task_arithmetic",
         inputs / "theta_general",
         grid(points),
-        [workdir / "engine" / f"omega-{w}" for w in grid(points)],
+        [workdir / outputs / f"omega-{w}" for w in grid(points)],
         theta_pre=inputs / "theta_pre",
         finetuned=[inputs / "theta_d"],
     )
@@ -161,7 +181,11 @@ def engine_child(workdir: Path, points: int) -> None:
     # across exec, so it would include the (large) benchmark parent that forked this child.
     status = Path("/proc/self/status").read_text()
     max_rss_mb = int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
-    print(json.dumps({"merge_seconds": seconds, "max_rss_mb": max_rss_mb}))
+    weights = [
+        {name: digest for name, digest in output["files"].items() if name.endswith(".safetensors")}
+        for output in written
+    ]
+    print(json.dumps({"merge_seconds": seconds, "max_rss_mb": max_rss_mb, "weights": weights}))
 
 
 def mergekit_recipe(inputs: Path, omega: float) -> str:
@@ -352,6 +376,19 @@ def compare_outputs(workdir: Path, omega: float) -> str:
     return summary
 
 
+def compare_baseline(scripts: Path, before: list[dict], after: list[dict]) -> str:
+    """(a) against the baseline engine (a0): run by run (they alternate), and their bytes."""
+    pairs = ", ".join(
+        f"{b['seconds']:.1f} → {a['seconds']:.1f}" for b, a in zip(before, after, strict=True)
+    )
+    best = min(r["seconds"] for r in after) / min(r["seconds"] for r in before)
+    same = all(b["weights"] == a["weights"] for b, a in zip(before, after, strict=True))
+    return (
+        f"- (a) against the baseline engine (a0) of {scripts}: {pairs} s run by run; best "
+        f"against best {best:.2f}; weight files byte-identical: {'yes' if same else 'NO'}"
+    )
+
+
 def report(
     size: dict, results: dict[str, list[dict]], largest_mb: float, loads: list[float]
 ) -> str:
@@ -393,12 +430,22 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs of (a) and (c), best counts")
     parser.add_argument("--keep", action="store_true", help="keep the synthetic models")
     parser.add_argument("--breakdown", action="store_true", help="CPU seconds per part of (a)")
+    parser.add_argument(
+        "--settle", type=float, default=10.0, help="seconds to pause before each stage"
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another checkout's scripts/ folder: its engine runs as (a0), alternating with (a)",
+    )
     parser.add_argument("--points", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--scripts", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--outputs", help=argparse.SUPPRESS)
     parser.add_argument("--engine-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--floor-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.engine_child:
-        return engine_child(args.workdir, args.points)
+        return engine_child(args.workdir, args.points, args.scripts, args.outputs)
     if args.floor_child:
         return floor_child(args.workdir, args.points)
 
@@ -418,13 +465,17 @@ def main() -> None:
         "a": ("(a) mtl.merge", run_engine, "engine"),
         "b": ("(b) mergekit-yaml", run_mergekit, "mergekit"),
     }
+    if args.baseline:
+        baseline = partial(run_engine, scripts=args.baseline.resolve(), outputs="baseline")
+        stages["a0"] = ("(a0) baseline engine", baseline, "baseline")
     results: dict[str, list[dict]] = {key: [] for key in stages}
     loads = []
     # (a) runs last before (b), whose outputs are compared with its outputs.
-    for key in ["c", "a"] * args.repeat + ["b"]:
+    for key in (["c", "a0", "a"] if args.baseline else ["c", "a"]) * args.repeat + ["b"]:
         title, run, outputs = stages[key]
         shutil.rmtree(workdir / outputs, ignore_errors=True)
         os.sync()  # earlier stages' dirty pages must not throttle this one
+        time.sleep(args.settle)  # nor their freed memory be cheaper to write into (docstring)
         loads.append(os.getloadavg()[0])
         log(f"{title} … (load average {loads[-1]:.1f})")
         results[key].append(run(workdir, size["points"]))
@@ -436,6 +487,8 @@ def main() -> None:
     )
     print(report(size, results, largest_mb, loads))
     print(f"- {agreement}")
+    if args.baseline:
+        print(compare_baseline(args.baseline, results["a0"], results["a"]))
     if args.breakdown:
         os.sync()
         parts = breakdown(workdir, size["points"])
@@ -444,7 +497,7 @@ def main() -> None:
         print("| part | CPU s | share |\n|---|---:|---:|")
         for part, seconds in parts.items():
             print(f"| {part} | {seconds:.2f} | {100 * seconds / total:.0f} % |")
-    for outputs in ("floor", "engine", "mergekit"):
+    for outputs in ("floor", "engine", "baseline", "mergekit"):
         shutil.rmtree(workdir / outputs, ignore_errors=True)
     if not args.keep:
         shutil.rmtree(workdir)
