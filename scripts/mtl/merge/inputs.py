@@ -189,14 +189,7 @@ class TensorInputs:
     def _compute_tau(self) -> list[torch.Tensor]:
         if self._skills_are_tau:
             return [self._load(s, f"tau{k}") for k, s in enumerate(self._skills)]
-        # θ_k is loaded into τ_k's buffer and turned into τ_k there: one buffer per skill.
-        taus = []
-        for k, skill in enumerate(self._skills):
-            value = self._load(skill, f"tau{k}")
-            # |θ_k − θ_pre| ≤ |θ_k| + |θ_pre|
-            self._bounds[id(value)] += self.bound(self.theta_pre)
-            taus.append(value.sub_(self.theta_pre))
-        return taus
+        return self._converted("tau", torch.Tensor.sub_)
 
     @property
     def theta(self) -> list[torch.Tensor]:
@@ -206,13 +199,19 @@ class TensorInputs:
     def _compute_theta(self) -> list[torch.Tensor]:
         if not self._skills_are_tau:
             return [self._load(s, f"theta{k}") for k, s in enumerate(self._skills)]
-        thetas = []
+        return self._converted("theta", torch.Tensor.add_)
+
+    def _converted(
+        self, role: str, op: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    ) -> list[torch.Tensor]:
+        """The skills loaded into `role`'s buffers (one per skill) and turned there into that
+        view with θ_pre (τ_k = θ_k − θ_pre, θ_k = τ_k + θ_pre); |a ± θ_pre| ≤ |a| + |θ_pre|."""
+        values = []
         for k, skill in enumerate(self._skills):
-            value = self._load(skill, f"theta{k}")
-            # |τ_k + θ_pre| ≤ |τ_k| + |θ_pre|
+            value = self._load(skill, f"{role}{k}")
             self._bounds[id(value)] += self.bound(self.theta_pre)
-            thetas.append(value.add_(self.theta_pre))
-        return thetas
+            values.append(op(value, self.theta_pre))
+        return values
 
     @property
     def tau_general(self) -> torch.Tensor:
