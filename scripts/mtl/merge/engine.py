@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
@@ -170,11 +169,6 @@ def pass_mode() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def writer_lanes(n_files: int) -> int:
-    """Writer threads for a pass: two where there are two files and two cores to share."""
-    return max(1, min(2, n_files, os.cpu_count() or 1))
-
-
 def extract_task_vector(
     theta_pre: Path,
     theta_d: Path,
@@ -326,8 +320,7 @@ def _stream_merge(
         stack.enter_context(pass_mode())
         # Registered before the writer, so files close only after its thread has finished.
         handles = stack.enter_context(ExitStack())
-        lanes = writer_lanes(len(folders))
-        writer = stack.enter_context(Writer(_largest_block(specs, blocks), len(folders), lanes))
+        writer = stack.enter_context(Writer(_largest_block(specs, blocks), n_files=len(folders)))
         progress = stack.enter_context(
             tqdm(
                 total=sum(s.nbytes for s in specs.values()),

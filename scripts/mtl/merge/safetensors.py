@@ -200,7 +200,7 @@ class Checkpoint:
             start, nbytes = start + first * row_bytes, (last - first) * row_bytes
         if buffer is None:
             buffer = torch.empty(nbytes, dtype=torch.uint8)
-        raw = buffer if buffer.numel() == nbytes else buffer[:nbytes]
+        raw = buffer[:nbytes]
         fd = self._fds.get(info.file)
         if fd is None:
             fd = self._fds[info.file] = os.open(info.file, os.O_RDONLY)
@@ -292,7 +292,7 @@ class Writer:
 
     Writing N outputs is disk-bound (the kernel throttles dirty pages) and a grid writes every
     byte N times, so the kernel's copy into the page cache is the pass's largest CPU cost
-    (`scripts/bench_merge.py --breakdown`). Each file belongs to one of `lanes` threads, which
+    (`scripts/bench_merge.py --breakdown`). Each file belongs to one of two threads (lanes), which
     hashes each buffer and then writes it (the second pass over it finds it in the CPU cache)
     while the main thread computes the next blocks; with two lanes the copies of different
     files run on two cores at once. Data goes out in buffers from two pools: staging buffers of
@@ -305,7 +305,9 @@ class Writer:
     STAGE_BYTES = 4 << 20
     LARGE_BUFFERS = 4
 
-    def __init__(self, large_bytes: int, n_files: int = 1, lanes: int = 1) -> None:
+    def __init__(self, large_bytes: int, n_files: int = 1) -> None:
+        # Two lanes where there are two files and two cores to share them.
+        lanes = max(1, min(2, n_files, os.cpu_count() or 1))
         # Each file holds one staging buffer while it fills it; the rest are in flight.
         self._stage = _Pool(self.STAGE_BYTES, 2 * n_files + 2)
         self._large = _Pool(max(large_bytes, self.STAGE_BYTES), self.LARGE_BUFFERS)
