@@ -7,7 +7,9 @@ Builds a synthetic Llama-shaped triple (θ_pre, θ_G, θ_D; bfloat16, two shards
       grid ω = 0.0 … 1.0 in one pass, in a subprocess (wall time including Python start-up;
       its peak RSS from ru_maxrss);
   (b) mergekit-yaml, once per grid point (11 runs), with the equivalent recipe;
-  (c) the I/O floor: read the three inputs once and write 11 copies of θ_G's files.
+  (c) the I/O floor: read the three inputs once and write 11 copies of θ_G's files;
+  (d) the same writes past the page cache (O_DIRECT, mtl.merge.direct), on two threads, as the
+      engine writes its outputs: the disk's own speed, for comparison (no goal is set on it).
 
 Every stage starts after `sync` and a pause (--settle, 10 s), with the inputs in the page
 cache. The pause puts every stage in the same state of memory: on a virtual machine that hands
@@ -35,6 +37,7 @@ to the engine is faster and changes no byte.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -42,6 +45,7 @@ import shutil
 import subprocess
 import sys
 import time
+import types
 import zlib
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -235,8 +239,9 @@ def run_mergekit(workdir: Path, points: int) -> dict:
     return {"seconds": total}
 
 
-def run_floor(workdir: Path, points: int) -> dict:
-    """(c) in a subprocess, like (a): a plain read/write loop over the same bytes."""
+def run_floor(workdir: Path, points: int, direct: bool = False) -> dict:
+    """(c), or (d) with direct=True, in a subprocess like (a): a plain read/write loop over
+    the same bytes."""
     start = time.perf_counter()
     subprocess.run(
         [
@@ -247,18 +252,29 @@ def run_floor(workdir: Path, points: int) -> dict:
             str(workdir),
             "--points",
             str(points),
+            *(["--direct"] if direct else []),
         ],
         check=True,
     )
     return {"seconds": time.perf_counter() - start}
 
 
-def floor_child(workdir: Path, points: int) -> None:
+def floor_child(workdir: Path, points: int, direct: bool) -> None:
+    """Read the inputs once and write 11 copies of θ_G's files: through the page cache on this
+    thread (c), or past it (O_DIRECT, the engine's DirectFile) on two threads, each writing
+    half of the files, as the engine's two writer lanes do (d)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    # A floor must not import torch (the mtl.merge package does): direct.py is loaded alone.
+    DirectFile = _direct_module().DirectFile if direct else None
+
     inputs = workdir / "inputs"
-    outputs = [workdir / "floor" / f"copy-{i}" for i in range(points)]
+    folder = "floor-direct" if direct else "floor"
+    outputs = [workdir / folder / f"copy-{i}" for i in range(points)]
     for out in outputs:
         out.mkdir(parents=True)
     chunk = memoryview(bytearray(64 << 20))
+    lanes = ThreadPoolExecutor(2) if direct else None
     for shard in sorted((inputs / "theta_general").glob("*.safetensors")):
         with ExitStack() as files:
             general = files.enter_context(open(shard, "rb"))
@@ -266,12 +282,32 @@ def floor_child(workdir: Path, points: int) -> None:
                 files.enter_context(open(inputs / role / shard.name, "rb"))
                 for role in ("theta_pre", "theta_d")
             ]
-            targets = [files.enter_context(open(out / shard.name, "wb")) for out in outputs]
+            handles = [files.enter_context(open(out / shard.name, "wb")) for out in outputs]
+            targets = [DirectFile(h.fileno()) if direct else h for h in handles]
+            halves = [targets[0::2], targets[1::2]]
             while n := general.readinto(chunk):
                 for source in sources:
                     source.readinto(chunk[:n])
-                for target in targets:
-                    target.write(chunk[:n])
+                if lanes is None:
+                    for target in targets:
+                        target.write(chunk[:n])
+                else:
+                    list(lanes.map(partial(_write_each, chunk[:n]), halves))
+            for target in targets:
+                if direct:
+                    target.close()
+
+
+def _direct_module() -> types.ModuleType:
+    spec = importlib.util.spec_from_file_location("direct", ROOT / "scripts/mtl/merge/direct.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write_each(data: memoryview, targets: list) -> None:
+    for target in targets:
+        target.write(data)
 
 
 def breakdown(workdir: Path, points: int) -> dict[str, float]:
@@ -283,6 +319,7 @@ def breakdown(workdir: Path, points: int) -> dict[str, float]:
     import torch
 
     sys.path.insert(0, str(ROOT / "scripts"))
+    from mtl.merge.direct import DirectFile
     from mtl.merge.engine import _blocks
     from mtl.merge.inputs import check_range
     from mtl.merge.safetensors import Checkpoint, Writer
@@ -305,7 +342,8 @@ def breakdown(workdir: Path, points: int) -> dict[str, float]:
 
     with ExitStack() as files:
         files.enter_context(torch.inference_mode())  # as the engine's pass
-        outputs = [files.enter_context(open(sink / f"out-{i}", "wb")) for i in range(points)]
+        handles = [files.enter_context(open(sink / f"out-{i}", "wb")) for i in range(points)]
+        outputs = [DirectFile(handle.fileno()) for handle in handles]  # as the engine's
         # As the engine: blocks of rows, each output staged in a buffer hashed and written when
         # full.
         stages = [torch.empty(Writer.STAGE_BYTES, dtype=torch.uint8) for _ in outputs]
@@ -344,6 +382,8 @@ def breakdown(workdir: Path, points: int) -> dict[str, float]:
                     filled[i] += nbytes
         for i in range(points):
             flush(i)
+            with part("write"):
+                outputs[i].close()
     shutil.rmtree(sink)
     for checkpoint in checkpoints.values():
         checkpoint.close()
@@ -394,9 +434,14 @@ def report(
 ) -> str:
     """The table; with --repeat, (a) and (c) count their best run (the least disturbed)."""
     best = {key: min(runs, key=lambda r: r["seconds"]) for key, runs in results.items()}
-    a, b, c = (best[key]["seconds"] for key in "abc")
+    a, b, c, d = (best[key]["seconds"] for key in "abcd")
     rss = max(run["max_rss_mb"] for run in results["a"])
     points = size["points"]
+    # Each (a) against the (c) that ran just before it (the machine's state then).
+    by_run = ", ".join(
+        f"{a['seconds'] / c['seconds']:.2f}"
+        for c, a in zip(results["c"], results["a"], strict=True)
+    )
 
     def seconds(key: str) -> str:
         runs = results[key]
@@ -410,11 +455,13 @@ def report(
             f"| (a) mtl.merge: {points} outputs, one pass (with start-up) | {seconds('a')} |",
             f"| (b) mergekit-yaml × {points} | {seconds('b')} |",
             f"| (c) I/O floor: read inputs once, write {points} copies | {seconds('c')} |",
+            f"| (d) the same past the page cache (O_DIRECT, two threads) | {seconds('d')} |",
             "",
             f"- (a)/(b) = {a / b:.3f}: {b / a:.1f}× faster than mergekit (goal ≥ 5×: "
             f"{'met' if b / a >= 5 else 'NOT met'})",
             f"- (a)/(c) = {a / c:.2f} (goal ≤ 1.5: {'met' if a / c <= 1.5 else 'NOT met'}); "
             f"(a) without start-up: {best['a']['merge_seconds']:.1f} s",
+            f"- (a)/(d) = {a / d:.2f}; (a)/(c) run by run: {by_run}",
             f"- peak RSS of (a): {rss:.0f} MB (goal < 1024 MB + largest tensor "
             f"{largest_mb:.0f} MB: {'met' if rss < 1024 + largest_mb else 'NOT met'})",
             f"- 1-minute load average at the stages' starts: {min(loads):.1f} to {max(loads):.1f} "
@@ -443,11 +490,12 @@ def main() -> None:
     parser.add_argument("--outputs", help=argparse.SUPPRESS)
     parser.add_argument("--engine-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--floor-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--direct", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.engine_child:
         return engine_child(args.workdir, args.points, args.scripts, args.outputs)
     if args.floor_child:
-        return floor_child(args.workdir, args.points)
+        return floor_child(args.workdir, args.points, args.direct)
 
     size = QUICK if args.quick else FULL
     workdir = args.workdir
@@ -462,6 +510,7 @@ def main() -> None:
     )  # bfloat16 embedding or MLP matrix, as stored
     stages = {
         "c": ("(c) I/O floor", run_floor, "floor"),
+        "d": ("(d) I/O floor, O_DIRECT", partial(run_floor, direct=True), "floor-direct"),
         "a": ("(a) mtl.merge", run_engine, "engine"),
         "b": ("(b) mergekit-yaml", run_mergekit, "mergekit"),
     }
@@ -471,7 +520,7 @@ def main() -> None:
     results: dict[str, list[dict]] = {key: [] for key in stages}
     loads = []
     # (a) runs last before (b), whose outputs are compared with its outputs.
-    for key in (["c", "a0", "a"] if args.baseline else ["c", "a"]) * args.repeat + ["b"]:
+    for key in (["c", "d", "a0", "a"] if args.baseline else ["c", "d", "a"]) * args.repeat + ["b"]:
         title, run, outputs = stages[key]
         shutil.rmtree(workdir / outputs, ignore_errors=True)
         os.sync()  # earlier stages' dirty pages must not throttle this one
@@ -497,7 +546,7 @@ def main() -> None:
         print("| part | CPU s | share |\n|---|---:|---:|")
         for part, seconds in parts.items():
             print(f"| {part} | {seconds:.2f} | {100 * seconds / total:.0f} % |")
-    for outputs in ("floor", "engine", "baseline", "mergekit"):
+    for outputs in ("floor", "floor-direct", "engine", "baseline", "mergekit"):
         shutil.rmtree(workdir / outputs, ignore_errors=True)
     if not args.keep:
         shutil.rmtree(workdir)

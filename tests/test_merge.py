@@ -25,6 +25,7 @@ from mtl.merge import (
     InPlaceMerger,
     MergeError,
     TensorInputs,
+    direct,
     engine,
     extract_task_vector,
     heuristic_omega,
@@ -246,11 +247,13 @@ def test_one_pass_equals_separate_runs(models: dict[str, Path], tmp_path: Path) 
 def test_blocks_and_staging_leave_the_bytes_alone(
     models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Tiny blocks and staging buffers take every path of the writer — blocks staged, a full
-    buffer flushed, whole tensors (TIES) too large to stage — and write the same files."""
+    """Tiny blocks, staging buffers and O_DIRECT buffers take every path of the writer —
+    blocks staged, a full buffer flushed, whole tensors (TIES) too large to stage, direct
+    writes padded and cut back — and write the same files as the defaults, and as ordinary
+    writes through the page cache."""
     grid = [0.0, 0.5, 1.0]
 
-    def run(tag: str) -> dict[str, list[dict]]:
+    def run(tag: str, **options: bool) -> dict[str, list[dict]]:
         return {
             method: merge_to_disk(
                 method,
@@ -259,17 +262,19 @@ def test_blocks_and_staging_leave_the_bytes_alone(
                 [tmp_path / f"{tag}-{method}-{w}" for w in grid],
                 theta_pre=models["pre"],
                 task_vectors=[models["tv1"]],
-                options=QUIET,
+                options=QUIET | options,
             )
             for method in ("task_arithmetic", "ties")
         }
 
     default = run("default")
+    buffered = run("buffered", direct_io=False)
     monkeypatch.setattr(engine, "_BLOCK_ELEMENTS", 48)  # 1-2 rows of the tiny model's tensors
     monkeypatch.setattr(Writer, "STAGE_BYTES", 1000)  # a few blocks; whole tensors exceed it
+    monkeypatch.setattr(direct, "BUFFER_BYTES", 2 * direct.ALIGN)  # many direct writes a file
     small = run("small")
-    for method, outputs in default.items():
-        for ours, theirs in zip(outputs, small[method], strict=True):
+    for method, other in [(m, o) for m in default for o in (small[m], buffered[m])]:
+        for ours, theirs in zip(default[method], other, strict=True):
             weights = [name for name in ours["files"] if name.endswith(".safetensors")]
             assert weights, method
             for name in weights:  # the model card names the output's path: not compared
@@ -277,6 +282,9 @@ def test_blocks_and_staging_leave_the_bytes_alone(
                 here, there = Path(ours["path"]) / name, Path(theirs["path"]) / name
                 assert here.read_bytes() == there.read_bytes(), (method, name)
     tv = tmp_path / "tau.safetensors"
+    extract_task_vector(models["pre"], models["d1"], tv, progress=False)
+    assert tv.read_bytes() == models["tv1"].read_bytes()
+    monkeypatch.setenv("MTL_DIRECT_IO", "0")  # task vectors take the option from here
     extract_task_vector(models["pre"], models["d1"], tv, progress=False)
     assert tv.read_bytes() == models["tv1"].read_bytes()
 

@@ -22,6 +22,7 @@ from mtl.merge.checks import (
     check_tensors,
     weight_rows,
 )
+from mtl.merge.direct import DirectFile
 from mtl.merge.inputs import Scratch, Source, TensorInputs
 from mtl.merge.mergekit import describe, mergekit_yaml, model_card, portable
 from mtl.merge.methods import Method, method_named
@@ -214,14 +215,14 @@ def extract_task_vector(
         stack.enter_context(pass_mode())
         handle = stack.enter_context(atomic_file(out, "wb"))
         writer = stack.enter_context(Writer(_largest_block(out_specs, blocks), n_files=1))
-        file = StreamedFile(handle, shard.header, writer)
+        file = StreamedFile(DirectFile(handle.fileno(), options.direct_io), shard.header, writer)
         for name in tqdm(shard.names, desc=f"task vector {out.name}", disable=not progress):
             for rows in blocks[name]:
                 # τ_D is TensorInputs' τ_G with θ_D in θ_G's place: θ_pre's missing vocabulary
                 # rows are padded with θ_D's, which makes τ zero there.
                 x = inputs.block(name, rows, specs[name].shape, options, scratch)
                 file.write(x.tau_general, torch.float32, f"task vector {out}: tensor {name!r}")
-        file.flush()  # atomic_file closes the handle, after the writer's thread has finished
+        file.close()  # the last block out; atomic_file closes the handle after the writer
     return file.digest  # after the writer thread has finished
 
 
@@ -333,7 +334,12 @@ def _stream_merge(
         for shard in shards:
             files = [
                 StreamedFile(
-                    handles.enter_context(open(f / shard.filename, "wb")), shard.header, writer
+                    DirectFile(
+                        handles.enter_context(open(f / shard.filename, "wb")).fileno(),
+                        options.direct_io,
+                    ),
+                    shard.header,
+                    writer,
                 )
                 for f in folders
             ]

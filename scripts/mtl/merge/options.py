@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 
@@ -32,6 +33,9 @@ class EngineOptions:
     vocab_tensors: name suffixes of the tensors whose first dimension is the vocabulary.
     shard_size:    bytes of tensor data per output shard (Hugging Face's default, 5 GB).
     progress:      show a progress bar on stderr.
+    direct_io:     write outputs past the page cache (O_DIRECT, mtl.merge.direct) where the
+                   filesystem allows it; it changes no byte. Default: on, unless the
+                   environment sets MTL_DIRECT_IO=0 (say, for a filesystem where it is slow).
     """
 
     density: float = 0.5
@@ -49,6 +53,7 @@ class EngineOptions:
     )
     shard_size: int = 5_000_000_000
     progress: bool = True
+    direct_io: bool = field(default_factory=lambda: os.environ.get("MTL_DIRECT_IO") != "0")
 
     def __post_init__(self) -> None:
         if not 0 < self.density <= 1:
