@@ -290,16 +290,15 @@ class _Pool:
 class Writer:
     """Hashes and writes output data on background threads, each file's data in order.
 
-    Writing N outputs is disk-bound (the kernel throttles dirty pages) and a grid writes every
-    byte N times, so the kernel's copy into the page cache is the pass's largest CPU cost
-    (`scripts/bench_merge.py --breakdown`). Each file belongs to one of two threads (lanes), which
-    hashes each buffer and then writes it (the second pass over it finds it in the CPU cache)
-    while the main thread computes the next blocks; with two lanes the copies of different
-    files run on two cores at once. Data goes out in buffers from two pools: staging buffers of
-    STAGE_BYTES, which files fill with many small blocks before they are submitted (a
-    submission costs tens of microseconds of Python and thread hand-over, as much as the
-    arithmetic of a small block), and, for values larger than that (whole tensors of
-    TIES/DARE), buffers of `large_bytes`, at most four. Bounded pools bound memory.
+    A grid writes every byte N times, so writing is disk-bound. Each file belongs to one of
+    two threads (lanes), which hashes each buffer and then writes it (the second pass over it
+    finds it in the CPU cache; mtl.merge.direct takes it past the page cache) while the main
+    thread computes the next blocks; two lanes keep two writes in flight, which is what the
+    disk needs for its full speed (four measured no faster). Data goes out in buffers from two
+    pools: staging buffers of STAGE_BYTES, which files fill with many small blocks before they
+    are submitted (a submission costs tens of microseconds of Python and thread hand-over, as
+    much as the arithmetic of a small block), and, for values larger than that (whole tensors
+    of TIES/DARE), buffers of `large_bytes`, at most four. Bounded pools bound memory.
     """
 
     STAGE_BYTES = 4 << 20
