@@ -11,9 +11,9 @@ of outputs nobody reads soon do not push the inputs out of the cache.
 O_DIRECT wants every write's buffer address, file offset and length aligned to the device's
 logical block, so bytes are gathered in a page-aligned buffer and written in multiples of
 ALIGN; the last block is padded and the file truncated back to its length. Filesystems that
-refuse O_DIRECT (tmpfs, some network and FUSE filesystems) get ordinary writes, as does every
-output with the engine option direct_io=False (default: the environment's MTL_DIRECT_IO, on
-unless it is 0).
+refuse O_DIRECT (tmpfs before Linux 6.6, some network and FUSE filesystems) get ordinary
+writes, as does every output with the engine option direct_io=False (default: the
+environment's MTL_DIRECT_IO, on unless it is 0).
 """
 
 from __future__ import annotations
