@@ -7,7 +7,7 @@ Builds a synthetic Llama-shaped triple (θ_pre, θ_G, θ_D; bfloat16, two shards
       grid ω = 0.0 … 1.0 in one pass, in a subprocess (wall time including Python start-up;
       its peak RSS from ru_maxrss);
   (b) mergekit-yaml, once per grid point (11 runs), with the equivalent recipe;
-  (c) the I/O floor: read the three inputs once and write 11 copies of θ_G's files;
+  (c) the I/O floor: read the three inputs once and write 11 copies of a model's files;
   (d) the same writes past the page cache (O_DIRECT, mtl.merge.direct), on two threads, as the
       engine writes its outputs: the disk's own speed, for comparison (no goal is set on it).
 
@@ -260,13 +260,14 @@ def run_floor(workdir: Path, points: int, direct: bool = False) -> dict:
 
 
 def floor_child(workdir: Path, points: int, direct: bool) -> None:
-    """Read the inputs once and write 11 copies of θ_G's files: through the page cache on this
-    thread (c), or past it (O_DIRECT, the engine's DirectFile) on two threads, each writing
-    half of the files, as the engine's two writer lanes do (d)."""
+    """Read the inputs once (into one buffer, so the copies hold θ_D's bytes, θ_G's sizes) and
+    write 11 copies: through the page cache on this thread (c), or past it (O_DIRECT, the
+    engine's DirectFile) on two threads, each writing half of the files, as the engine's two
+    writer lanes do (d)."""
     from concurrent.futures import ThreadPoolExecutor
 
     # A floor must not import torch (the mtl.merge package does): direct.py is loaded alone.
-    DirectFile = _direct_module().DirectFile if direct else None
+    sink = _direct_module().DirectFile if direct else None
 
     inputs = workdir / "inputs"
     folder = "floor-direct" if direct else "floor"
@@ -274,27 +275,28 @@ def floor_child(workdir: Path, points: int, direct: bool) -> None:
     for out in outputs:
         out.mkdir(parents=True)
     chunk = memoryview(bytearray(64 << 20))
-    lanes = ThreadPoolExecutor(2) if direct else None
-    for shard in sorted((inputs / "theta_general").glob("*.safetensors")):
-        with ExitStack() as files:
-            general = files.enter_context(open(shard, "rb"))
-            sources = [
-                files.enter_context(open(inputs / role / shard.name, "rb"))
-                for role in ("theta_pre", "theta_d")
-            ]
-            handles = [files.enter_context(open(out / shard.name, "wb")) for out in outputs]
-            targets = [DirectFile(h.fileno()) if direct else h for h in handles]
-            halves = [targets[0::2], targets[1::2]]
-            while n := general.readinto(chunk):
-                for source in sources:
-                    source.readinto(chunk[:n])
-                if lanes is None:
-                    for target in targets:
-                        target.write(chunk[:n])
-                else:
+    with ThreadPoolExecutor(2) as lanes:
+        for shard in sorted((inputs / "theta_general").glob("*.safetensors")):
+            with ExitStack() as files:
+                general = files.enter_context(open(shard, "rb"))
+                sources = [
+                    files.enter_context(open(inputs / role / shard.name, "rb"))
+                    for role in ("theta_pre", "theta_d")
+                ]
+                handles = [files.enter_context(open(out / shard.name, "wb")) for out in outputs]
+                if sink is None:
+                    while n := general.readinto(chunk):
+                        for source in sources:
+                            source.readinto(chunk[:n])
+                        _write_each(chunk[:n], handles)
+                    continue
+                targets = [sink(handle.fileno()) for handle in handles]
+                halves = [targets[0::2], targets[1::2]]
+                while n := general.readinto(chunk):
+                    for source in sources:
+                        source.readinto(chunk[:n])
                     list(lanes.map(partial(_write_each, chunk[:n]), halves))
-            for target in targets:
-                if direct:
+                for target in targets:
                     target.close()
 
 
@@ -439,8 +441,8 @@ def report(
     points = size["points"]
     # Each (a) against the (c) that ran just before it (the machine's state then).
     by_run = ", ".join(
-        f"{a['seconds'] / c['seconds']:.2f}"
-        for c, a in zip(results["c"], results["a"], strict=True)
+        f"{engine['seconds'] / floor['seconds']:.2f}"
+        for floor, engine in zip(results["c"], results["a"], strict=True)
     )
 
     def seconds(key: str) -> str:
