@@ -77,11 +77,12 @@ def test_direct_writes_are_aligned(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 
 @pytest.mark.usefixtures("small_buffer")
+@pytest.mark.parametrize("refusal", [errno.EINVAL, errno.EOPNOTSUPP])
 def test_a_write_refused_goes_on_without_o_direct(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refusal: int
 ) -> None:
-    """A filesystem that takes the flag but refuses the write (EINVAL): the file goes on with
-    ordinary writes and still gets every byte once."""
+    """A filesystem that takes the flag but refuses the write: the file goes on with ordinary
+    writes and still gets every byte once."""
     monkeypatch.setattr(direct, "_set_direct", lambda fd, on: True)
     real_write = os.write
     refused: list[int] = []
@@ -89,7 +90,7 @@ def test_a_write_refused_goes_on_without_o_direct(
     def refusing_once(fd: int, data: memoryview) -> int:
         if not refused:
             refused.append(len(data))
-            raise OSError(errno.EINVAL, "Invalid argument")
+            raise OSError(refusal, os.strerror(refusal))
         return real_write(fd, data)
 
     monkeypatch.setattr(direct.os, "write", refusing_once)

@@ -31,6 +31,8 @@ import numpy as np
 # with ordinary writes.
 ALIGN = 4096
 BUFFER_BYTES = 8 << 20
+# How filesystems say no to O_DIRECT, when it is set or at a write.
+_REFUSED = (errno.EINVAL, errno.EOPNOTSUPP)
 
 
 def _set_direct(fd: int, on: bool) -> bool:
@@ -39,7 +41,7 @@ def _set_direct(fd: int, on: bool) -> bool:
     try:
         fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_DIRECT if on else flags & ~os.O_DIRECT)
     except OSError as err:
-        if err.errno == errno.EINVAL:
+        if err.errno in _REFUSED:
             return False
         raise
     return True
@@ -95,7 +97,7 @@ class DirectFile:
             except OSError as err:
                 # Some filesystems take the flag and refuse the write; go on without it (the
                 # offset so far is aligned, so nothing was written out of place).
-                if err.errno != errno.EINVAL or not self.direct:
+                if err.errno not in _REFUSED or not self.direct:
                     raise
                 _set_direct(self._fd, False)
                 self.direct = False
