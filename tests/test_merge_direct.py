@@ -30,13 +30,15 @@ def _write(path: Path, chunks: list[bytes], direct_io: bool) -> DirectFile:
         for chunk in chunks:
             assert sink.write(chunk) == len(chunk)
         sink.close()
-        sink.close()  # a second close (the engine's ExitStack) changes nothing
+        sink.close()  # a second close changes nothing
     return sink
 
 
 def _supports_direct(folder: Path) -> bool:
     with open(folder / "probe", "wb") as handle:
-        return DirectFile(handle.fileno()).direct
+        sink = DirectFile(handle.fileno())
+        sink.close()
+        return sink.direct
 
 
 @pytest.fixture

@@ -63,7 +63,6 @@ class DirectFile:
             self._buffer = np.frombuffer(self._map, dtype=np.uint8)
         self._filled = 0
         self._size = 0  # bytes of the file so far, padding excluded
-        self.closed = False
 
     def write(self, data: Any) -> int:
         source = np.frombuffer(data, dtype=np.uint8)
@@ -103,9 +102,7 @@ class DirectFile:
                 self.direct = False
 
     def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
+        """Write what is buffered; a second close finds nothing left to do."""
         if self._filled:
             end = -(-self._filled // ALIGN) * ALIGN if self.direct else self._filled
             self._buffer[self._filled : end] = 0  # O_DIRECT writes whole blocks: pad the last

@@ -22,7 +22,6 @@ from mtl.merge.checks import (
     check_tensors,
     weight_rows,
 )
-from mtl.merge.direct import DirectFile
 from mtl.merge.inputs import Scratch, Source, TensorInputs
 from mtl.merge.mergekit import describe, mergekit_yaml, model_card, portable
 from mtl.merge.methods import Method, method_named
@@ -215,7 +214,7 @@ def extract_task_vector(
         stack.enter_context(pass_mode())
         handle = stack.enter_context(atomic_file(out, "wb"))
         writer = stack.enter_context(Writer(_largest_block(out_specs, blocks), n_files=1))
-        file = StreamedFile(DirectFile(handle.fileno(), options.direct_io), shard.header, writer)
+        file = StreamedFile(handle, shard.header, writer, options.direct_io)
         for name in tqdm(shard.names, desc=f"task vector {out.name}", disable=not progress):
             for rows in blocks[name]:
                 # τ_D is TensorInputs' τ_G with θ_D in θ_G's place: θ_pre's missing vocabulary
@@ -334,12 +333,10 @@ def _stream_merge(
         for shard in shards:
             files = [
                 StreamedFile(
-                    DirectFile(
-                        handles.enter_context(open(f / shard.filename, "wb")).fileno(),
-                        options.direct_io,
-                    ),
+                    handles.enter_context(open(f / shard.filename, "wb")),
                     shard.header,
                     writer,
+                    options.direct_io,
                 )
                 for f in folders
             ]

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from mtl.merge.direct import DirectFile
 from mtl.merge.inputs import check_range
 from mtl.merge.options import MergeError
 from mtl.provenance import finish, new_hasher
@@ -382,10 +383,12 @@ class Writer:
 
 class StreamedFile:
     """One safetensors file: its header, then tensors in header order, hashed as it goes out
-    (on the writer's thread, so the hash needs no second read of the file)."""
+    (on the writer's thread, so the hash needs no second read of the file). `handle` is the
+    open file, closed by its owner after the writer has finished; its bytes go out past the
+    page cache where `direct` and the filesystem allow it (mtl.merge.direct)."""
 
-    def __init__(self, handle: Any, header: bytes, writer: Writer) -> None:
-        self.handle = handle
+    def __init__(self, handle: Any, header: bytes, writer: Writer, direct: bool) -> None:
+        self.handle = DirectFile(handle.fileno(), direct)
         self._writer = writer
         self._lane = writer.lane()
         self._hash = new_hasher()
