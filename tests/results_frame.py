@@ -1,6 +1,6 @@
 """Synthetic all_results frames for the tables', figures' and claims' tests.
 
-COLUMNS is the all_results schema as CONTRACT.md spells it, written here once, independently of
+COLUMNS is the all_results schema as docs/tables.md spells it, written here once, independently of
 the code under test (at merge it is checked against mtl.results.COLUMNS).
 """
 

@@ -15,7 +15,7 @@ have no /etc/slurm/slurm.conf of its own. The GPU is a scheduling fiction: gres.
 a time, with CUDA_VISIBLE_DEVICES=0) but get no device.
 
 Needs root (daemons, apt-get) on Debian; ``unavailable_reason()`` says why not, for skips.
-Facts behind the settings: /work/shared/notes/local-slurm.md (Debian 12: SLURM 22.05, munge 0.5.15).
+Written for Debian 12's packages (SLURM 22.05, munge 0.5.15).
 """
 
 from __future__ import annotations

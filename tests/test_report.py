@@ -28,7 +28,7 @@ from snakemake.utils import validate
 from workflow import REPO, TEST_CONFIG, clone_run, snakemake
 
 CAPTIONS = REPO / "report"
-# CONTRACT.md's tables, figures and files: each has its caption, report/<item>.rst.
+# The report's tables, figures and files (docs/report.md): each has its caption, report/<item>.rst.
 ITEMS = ["table2", "table3", "table4", "table5", "table6", "figure1", "figure2", "figure3",
          "figure4", "figure5", "all_results", "claims"]
 CHECK_SCRIPT = Path(__file__).with_name("report_check.js")

@@ -52,3 +52,25 @@ def test_snakefmt_hook_covers_every_rule_file():
     assert len(files) > 1
     missed = [f for f in files if not re.search(hook["files"], f)]
     assert not missed, f"the snakefmt hook does not check {missed}"
+
+
+# Documents a user of this repository does not have (spelled in pieces so this file is no hit).
+OUTSIDE = re.compile("|".join(["FACTS" + r"\.md", "CONTRACT" + r"\.md", r"\.\./" + "shared",
+                               "/work/" + "shared"]))
+
+
+def test_the_repository_refers_to_nothing_outside_it():
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True,
+                            check=True).stdout.decode().split("\0")
+    hits = []
+    for rel in filter(None, listed):
+        path = REPO / rel
+        if not path.is_file():
+            continue
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            continue
+        lines = enumerate(text.splitlines(), start=1)
+        hits += [f"{rel}:{number}" for number, line in lines if OUTSIDE.search(line)]
+    assert not hits, f"references to documents outside the repository: {hits}"

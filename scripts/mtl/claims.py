@@ -1,4 +1,4 @@
-"""The paper's claims (FACTS.md, "Claims the tables support"), each decided by a stated rule on
+"""The paper's claims (docs/paper.md, "The claims"), each decided by a stated rule on
 the all_results frame.
 
 Every number is a mean over seeds with a spread: the sample sd over seeds, or, for a number from

@@ -67,5 +67,5 @@ def _general_without_alpaca(model, reference: pd.DataFrame) -> dict:
     ours = float(model.General)
     return {"model": model.model, "source": model.source, "column": "General (no AlpacaEval)",
             "ours": ours, "paper": paper, "difference": round(ours - paper, 2),
-            "paper_source": "EVAL.md reference row: 100 × mean(MMLU, GSM8K, BBH, TruthfulQA)",
+            "paper_source": "authors' reference row: 100 × mean(MMLU, GSM8K, BBH, TruthfulQA)",
             "note": "like for like: both without AlpacaEval"}

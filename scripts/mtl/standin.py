@@ -4,8 +4,8 @@ Made here instead of fetched: a tiny random Llama-2-shaped model (untied embeddi
 rotary attention, SwiGLU) with a byte-level BPE tokenizer that, like Llama-2-7b-hf's, has BOS,
 EOS and UNK but no chat template and no pad token, so finetuning must add both (vocabulary
 V → V+1, the 32000 → 32001 of the paper); and stand-in rows in each hub dataset's real schema
-(../shared/paper/DATASETS.md), which the fetch rule loads through `datasets` from local files
-exactly as it loads the hub's.
+(each dataset's card on the hub; ids in config/paper.yaml), which the fetch rule loads
+through `datasets` from local files exactly as it loads the hub's.
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ SKILL_ORDER = [name for name, suite in SUITES.items() if suite.skill]
 HEADLINE = "score"
 # What identifies one evaluated point; everything but the seed.
 POINT = ["model", "regime", "method", "weighting", "skills", "size", "omega"]
-# The columns of the all_results schema this module reads (CONTRACT.md; mtl.results.COLUMNS).
+# The columns of the all_results schema this module reads (docs/tables.md; mtl.results.COLUMNS).
 NEEDED = [*POINT, "seed", "steps", "suite", "metric", "value", "stderr"]
 # The method tag of the paper's PTM (task arithmetic), and the labels of the engine's tags.
 PTM_METHOD = "ta"
