@@ -1,5 +1,9 @@
 """Datasets: the toy world (embedded scale) or hub datasets (paper scale), then subsets."""
 
+
+include: "common/data.smk"
+
+
 if TOY:
 
     rule world_corpus:
@@ -14,12 +18,11 @@ if TOY:
             "../envs/data.yaml"
         threads: 1
         resources:
-            mem_mb=scaled("default", "mem_mb"),
-            runtime=scaled("default", "runtime"),
+            **family_resources("default"),
         params:
             world=world_params("corpus"),
         script:
-            "../scripts/make_world.py"
+            "../scripts/world_corpus.py"
 
     rule world_eval:
         """The toy world's evaluation suites (drawn first, so no training row repeats them)."""
@@ -34,12 +37,11 @@ if TOY:
             "../envs/data.yaml"
         threads: 1
         resources:
-            mem_mb=scaled("default", "mem_mb"),
-            runtime=scaled("default", "runtime"),
+            **family_resources("default"),
         params:
             world=world_params("eval"),
         script:
-            "../scripts/make_world.py"
+            "../scripts/world_eval.py"
 
     rule world_dataset:
         """One chat dataset of the toy world: the general mix or one skill."""
@@ -53,12 +55,11 @@ if TOY:
             "../envs/data.yaml"
         threads: 1
         resources:
-            mem_mb=scaled("default", "mem_mb"),
-            runtime=scaled("default", "runtime"),
+            **family_resources("default"),
         params:
             world=lambda wc: world_params(wc.dataset),
         script:
-            "../scripts/make_world.py"
+            "../scripts/world_dataset.py"
 
     rule world_tokenizer:
         """The word-level tokenizer: every word of the corpus, general mix and eval suites, and
@@ -78,12 +79,11 @@ if TOY:
             "../envs/data.yaml"
         threads: 1
         resources:
-            mem_mb=scaled("default", "mem_mb"),
-            runtime=scaled("default", "runtime"),
+            **family_resources("default"),
         params:
             world=world_params("tokenizer"),
         script:
-            "../scripts/make_world.py"
+            "../scripts/world_tokenizer.py"
 
 else:
 
@@ -101,8 +101,7 @@ else:
             "../envs/data.yaml"
         threads: 1
         resources:
-            mem_mb=scaled("data", "mem_mb"),
-            runtime=scaled("data", "runtime"),
+            **family_resources("data"),
         params:
             spec=lambda wc: fetch_params(wc.dataset),
         script:
@@ -123,8 +122,7 @@ rule subset:
         "../envs/data.yaml"
     threads: 1
     resources:
-        mem_mb=scaled("default", "mem_mb"),
-        runtime=scaled("default", "runtime"),
+        **family_resources("default"),
     params:
         size="{size}",
         seed=lambda wc: dataset_config(wc.dataset)["seed"],

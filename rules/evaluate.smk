@@ -1,6 +1,9 @@
 """Evaluation through lm-eval: trained models, and merges evaluated in memory."""
 
 
+include: "common/evaluate.smk"
+
+
 rule evaluate_model:
     """Every suite on one trained model folder: one lm-eval JSON per suite."""
     input:
@@ -23,9 +26,7 @@ rule evaluate_model:
         "../envs/eval.yaml"
     threads: res("evaluate", "threads")
     resources:
-        **gpu_resources("evaluate"),
-        mem_mb=scaled("evaluate", "mem_mb"),
-        runtime=scaled("evaluate", "runtime"),
+        **family_resources("evaluate"),
     params:
         **eval_params(seed=model_seed),
         recipe=None,
@@ -56,9 +57,7 @@ rule evaluate_merge:
         "../envs/eval.yaml"
     threads: res("evaluate", "threads")
     resources:
-        **gpu_resources("evaluate"),
-        mem_mb=scaled("evaluate", "mem_mb"),
-        runtime=scaled("evaluate", "runtime"),
+        **family_resources("evaluate"),
     params:
         **eval_params(seed=wildcard_seed),
         recipe=merge_params,

@@ -1,6 +1,9 @@
 """Task vectors τ = θ_D − θ_pre, and merged models written to disk when asked for."""
 
 
+include: "common/merge.smk"
+
+
 rule task_vector:
     """τ_D = θ_D − θ_pre (θ_D of one seed), streamed tensor by tensor into one file."""
     input:
@@ -16,8 +19,7 @@ rule task_vector:
         "../envs/merge.yaml"
     threads: 1
     resources:
-        mem_mb=scaled("merge", "mem_mb"),
-        runtime=scaled("merge", "runtime"),
+        **family_resources("merge"),
     params:
         resize_vocab=config_recipe().resize_vocab,
     script:
@@ -46,8 +48,7 @@ rule merge_model:
         "../envs/merge.yaml"
     threads: 1
     resources:
-        mem_mb=scaled("merge", "mem_mb"),
-        runtime=scaled("merge", "runtime"),
+        **family_resources("merge"),
     params:
         recipe=merge_params,
         # Vectorized kernels fuse ω·τ + θ into one rounding: the numerics change the bytes.

@@ -16,8 +16,7 @@ if not TOY:
             "../envs/eval.yaml"
         threads: 1
         resources:
-            mem_mb=scaled("data", "mem_mb"),
-            runtime=scaled("data", "runtime"),
+            **family_resources("data"),
         params:
             spec=lambda wc: config["evaluation"]["judges"][wc.judge],
         script:
@@ -37,8 +36,7 @@ if not TOY:
             "../envs/eval.yaml"
         threads: 1
         resources:
-            mem_mb=scaled("data", "mem_mb"),
-            runtime=scaled("data", "runtime"),
+            **family_resources("data"),
         params:
             spec=lambda wc: config["evaluation"]["benchmarks"][wc.benchmark],
         script:
@@ -59,7 +57,6 @@ if not TOY:
             "../envs/report.yaml"
         threads: 1
         resources:
-            mem_mb=scaled("default", "mem_mb"),
-            runtime=scaled("default", "runtime"),
+            **family_resources("default"),
         script:
             "../scripts/table5_vs_paper.py"

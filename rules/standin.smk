@@ -32,8 +32,7 @@ if STANDIN:
             "../envs/train.yaml"
         threads: 1
         resources:
-            mem_mb=scaled("default", "mem_mb"),
-            runtime=scaled("default", "runtime"),
+            **family_resources("default"),
         params:
             standin=config["model"]["standin"],
             sets=STANDIN_SETS,

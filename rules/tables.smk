@@ -1,7 +1,11 @@
 """The paper's tables and figures, computed from the evaluation JSONs only.
 
-Every rule reads `evals` and `models` (every seed; rules/common.smk) with mtl.results.collect.
+Every rule reads `evals` and `models` (every seed; rules/common/tables.smk) with
+mtl.results.collect.
 """
+
+
+include: "common/tables.smk"
 
 
 rule table2:
@@ -21,8 +25,7 @@ rule table2:
         "../envs/report.yaml"
     threads: 1
     resources:
-        mem_mb=scaled("default", "mem_mb"),
-        runtime=scaled("default", "runtime"),
+        **family_resources("default"),
     params:
         suites=SUITES,
         skills=SKILLS,
@@ -49,8 +52,7 @@ rule table3:
         "../envs/report.yaml"
     threads: 1
     resources:
-        mem_mb=scaled("default", "mem_mb"),
-        runtime=scaled("default", "runtime"),
+        **family_resources("default"),
     params:
         suites=SUITES,
         skills=SKILLS,
@@ -74,8 +76,7 @@ rule table4:
         "../envs/report.yaml"
     threads: 1
     resources:
-        mem_mb=scaled("default", "mem_mb"),
-        runtime=scaled("default", "runtime"),
+        **family_resources("default"),
     params:
         suites=SUITES,
         skills=SKILLS,
@@ -99,8 +100,7 @@ rule table5:
         "../envs/report.yaml"
     threads: 1
     resources:
-        mem_mb=scaled("default", "mem_mb"),
-        runtime=scaled("default", "runtime"),
+        **family_resources("default"),
     params:
         suites=SUITES,
         skills=SKILLS,
@@ -124,8 +124,7 @@ rule table6:
         "../envs/report.yaml"
     threads: 1
     resources:
-        mem_mb=scaled("default", "mem_mb"),
-        runtime=scaled("default", "runtime"),
+        **family_resources("default"),
     params:
         suites=SUITES,
         skills=SKILLS,
@@ -153,8 +152,7 @@ rule figure1:
         "../envs/report.yaml"
     threads: 1
     resources:
-        mem_mb=scaled("default", "mem_mb"),
-        runtime=scaled("default", "runtime"),
+        **family_resources("default"),
     params:
         suites=SUITES,
         skills=SKILLS,
@@ -180,8 +178,7 @@ rule figure2:
         "../envs/report.yaml"
     threads: 1
     resources:
-        mem_mb=scaled("default", "mem_mb"),
-        runtime=scaled("default", "runtime"),
+        **family_resources("default"),
     params:
         suites=SUITES,
         skills=SKILLS,
@@ -208,8 +205,7 @@ rule figure3:
         "../envs/report.yaml"
     threads: 1
     resources:
-        mem_mb=scaled("default", "mem_mb"),
-        runtime=scaled("default", "runtime"),
+        **family_resources("default"),
     params:
         suites=SUITES,
         skills=SKILLS,
@@ -236,8 +232,7 @@ rule figure4:
         "../envs/report.yaml"
     threads: 1
     resources:
-        mem_mb=scaled("default", "mem_mb"),
-        runtime=scaled("default", "runtime"),
+        **family_resources("default"),
     params:
         suites=SUITES,
         skills=SKILLS,
@@ -264,8 +259,7 @@ rule figure5:
         "../envs/report.yaml"
     threads: 1
     resources:
-        mem_mb=scaled("default", "mem_mb"),
-        runtime=scaled("default", "runtime"),
+        **family_resources("default"),
     params:
         suites=SUITES,
         skills=SKILLS,
@@ -290,8 +284,7 @@ rule all_results:
         "../envs/report.yaml"
     threads: 1
     resources:
-        mem_mb=scaled("default", "mem_mb"),
-        runtime=scaled("default", "runtime"),
+        **family_resources("default"),
     script:
         "../scripts/all_results.py"
 
@@ -311,8 +304,7 @@ rule claims:
         "../envs/report.yaml"
     threads: 1
     resources:
-        mem_mb=scaled("default", "mem_mb"),
-        runtime=scaled("default", "runtime"),
+        **family_resources("default"),
     params:
         suites=SUITES,
         skills=SKILLS,

@@ -1,5 +1,9 @@
 """Models: θ_pre (trained on the toy corpus, fetched, or the stand-in's), θ_G, every regime."""
 
+
+include: "common/train.smk"
+
+
 if TOY:
 
     rule pretrain:
@@ -17,9 +21,7 @@ if TOY:
             "../envs/train.yaml"
         threads: res("pretrain", "threads")
         resources:
-            **gpu_resources("pretrain"),
-            mem_mb=scaled("pretrain", "mem_mb"),
-            runtime=scaled("pretrain", "runtime"),
+            **family_resources("pretrain"),
         params:
             **train_params("pretrain"),
             regime="pretrain",
@@ -42,8 +44,7 @@ elif not STANDIN:
             "../envs/train.yaml"
         threads: 1
         resources:
-            mem_mb=scaled("data", "mem_mb"),
-            runtime=scaled("data", "runtime"),
+            **family_resources("data"),
         params:
             base=config["model"]["base"],
             revision=config["model"]["revision"],
@@ -67,9 +68,7 @@ rule train_general:
         "../envs/train.yaml"
     threads: res("finetune", "threads")
     resources:
-        **gpu_resources("finetune"),
-        mem_mb=scaled("finetune", "mem_mb"),
-        runtime=scaled("finetune", "runtime"),
+        **family_resources("finetune"),
     params:
         **train_params("finetune"),
         **finetune_params(),
@@ -95,9 +94,7 @@ rule train_regime:
         "../envs/train.yaml"
     threads: res("finetune", "threads")
     resources:
-        **gpu_resources("finetune"),
-        mem_mb=scaled("finetune", "mem_mb"),
-        runtime=scaled("finetune", "runtime"),
+        **family_resources("finetune"),
     params:
         **train_params("finetune", seed=wildcard_seed),
         **finetune_params(),

@@ -103,7 +103,7 @@ def neox(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _skills(recipe: Recipe, paths: dict[str, Path]) -> list[Path]:
-    """The inputs a workflow target gives the method (rules/common.smk's skill_input)."""
+    """The inputs a workflow target gives the method (rules/common/merge.smk's skill_input)."""
     if recipe.skill_inputs == "task_vectors":
         return [paths["tv0"], paths["tv1"]]
     # θ_CFT stands in for every model continued from θ_G (cft, cft-match).

@@ -24,7 +24,7 @@ SPEC = WorldSpec(seed=3, entities=12, corpus_sentences=200, general_examples=60,
                  skill_ratio={"science": 0.22, "safety": 0.24, "coding": 0.57},
                  eval_examples=8,
                  general_skill_share={"science": 0.1, "safety": 0.05, "coding": 0.1})
-# What rules/common.smk's world_params gives each artifact (beside seed and entities, which
+# What rules/common/data.smk's world_params gives each artifact (beside seed and entities, which
 # every artifact depends on). A part drawn later in mtl.world's one stream depends on the
 # counts of everything drawn before it.
 SHARES = {f"general_skill_share.{skill}" for skill in ("science", "safety", "coding")}

@@ -225,6 +225,6 @@ def test_every_evaluation_text_is_spelled_in_words_the_training_files_teach(worl
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         assert tokenizer.unk_token_id not in ids, f"unknown word in {text!r}"
         assert tokenizer.decode(ids) == text
-    # So the workflow's tokenizer (make_world.py builds it from every file) has no extra word.
+    # So the workflow's tokenizer (world_tokenizer.py builds it from every file) has no extra word.
     everything = build_tokenizer(training + evaluation)
     assert everything.get_vocab() == tokenizer.get_vocab()

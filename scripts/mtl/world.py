@@ -15,10 +15,12 @@ rows add the fields their scorer needs (``answer``, ``expected_output``, ``harmf
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
+from mtl.io import write_jsonl
 from mtl.suites import SUITES as SUITE_REGISTRY
 
 REFUSAL = "sorry , i can not help with that ."
@@ -402,3 +404,21 @@ def build_world(spec: WorldSpec) -> dict[str, list[dict]]:
             row["answer"] = row["messages"][1]["content"]
     return {"corpus": corpus, "general": general, **skills,
             **{f"eval_{suite}": rows for suite, rows in evals.items()}}
+
+
+def write_parts(world: Mapping[str, Any], outputs: Mapping[str, str]) -> dict[str, int]:
+    """Write the parts of the world that `outputs` names (part -> path) as JSONL; their row
+    counts.
+
+    `world` is the config's whole `world` block, not only the keys a part depends on: the whole
+    world is built, so each part is exactly what one generation makes (a part drawn later in the
+    stream needs the counts of everything drawn before it, and evaluation prompts stay out of
+    training rows).
+    """
+    built = build_world(WorldSpec(**world))
+    unknown = sorted(set(outputs) - set(built))
+    if unknown:
+        raise ValueError(f"config data: the toy world has no {unknown}; it makes {sorted(built)}")
+    for name, path in outputs.items():
+        write_jsonl(path, built[name])
+    return {name: len(built[name]) for name in outputs}

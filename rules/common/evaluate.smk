@@ -1,0 +1,47 @@
+"""Input and params helpers of rules/evaluate.smk."""
+
+
+def model_seed(wildcards):
+    """The seed of evaluation target {model}: seed-<N>/… is seed N, θ_pre and θ_G the base."""
+    folder, _, rest = wildcards.model.partition("/")
+    return int(folder.removeprefix("seed-")) if rest else config["seed"]
+
+
+def eval_params(seed):
+    """What changes an evaluation: the tasks and generation settings, seed and numerics.
+    `seed`: a function of the job's wildcards."""
+    return {
+        "suites": SUITES,
+        "tasks": config["evaluation"]["tasks"],
+        "batch_size": config["evaluation"]["batch_size"],
+        "max_gen_toks": config["evaluation"]["max_gen_toks"],
+        "limit": config["evaluation"]["limit"],
+        # Only when set, so configs without it keep their jobs' params (no reruns).
+        **(
+            {"gen_kwargs": config["evaluation"]["gen_kwargs"]}
+            if config["evaluation"]["gen_kwargs"]
+            else {}
+        ),
+        "include_path": config["evaluation"]["include_path"],
+        "sandbox": config["evaluation"]["sandbox"],
+        "seed": seed,
+        "numerics": NUMERICS,
+    }
+
+
+def suite_data():
+    """The toy suites read the world's eval files; paper suites are lm-eval's own tasks."""
+    return [f"results/world/eval/{suite}.jsonl" for suite in SUITES] if TOY else []
+
+
+def paper_eval_inputs():
+    """Judges and benchmark files of the paper tasks, as inputs of evaluation jobs."""
+    if TOY:
+        return {}
+    evaluation = config["evaluation"]
+    return {
+        "judges": [f"results/judges/{key}" for key in evaluation["judges"]],
+        "evaldata": [
+            f"results/evaldata/{name}.jsonl" for name in evaluation["benchmarks"]
+        ],
+    }
