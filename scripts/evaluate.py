@@ -11,9 +11,12 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from mtl import judges
 from mtl.evaluation import Evaluator, check_model_folder, suite_tasks, toy_task_dir
 from mtl.io import atomic_dir, write_json
+from mtl.memplan import evaluation_plan
 from mtl.merge import Recipe, heuristic_omegas
+from mtl.preflight import check_plan, check_sandbox, gpu_memory
 from mtl.provenance import Step
 from mtl.stepkit import setup
 
@@ -25,11 +28,25 @@ log = setup(smk, seed=params.seed)
 device = "cuda" if torch.cuda.is_available() else "cpu"
 recipe = None if params.recipe is None else Recipe.from_params(params.recipe)
 check_model_folder(smk.input.model)
+# Before anything loads: model-written code can run contained, and the job fits its GPU.
+if "coding" in params.suites:
+    check_sandbox()
+if gpu_memory() is not None:
+    skills = [] if recipe is None else getattr(smk.input, recipe.skill_inputs)
+    check_plan(evaluation_plan(Path(smk.input.model), skills=len(skills),
+                               method=recipe.method if recipe else "task_arithmetic",
+                               batch_size=params.batch_size,
+                               judges=smk.config["evaluation"].get("judges", {}),
+                               judge_root=Path(os.environ.get(judges.ENV_DIR, "results/judges"))),
+               smk.resources.get("mem_mb"))
 
 with Step.from_snakemake(smk, seed=params.seed, config_keys=["evaluation"]) as step:
     tokenizer = AutoTokenizer.from_pretrained(smk.input.model)
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(smk.input.model, dtype=dtype).to(device).eval()
+    if device == "cuda":
+        # A judge (up to 13B) loads on the GPU while the evaluated model waits on the host.
+        judges.make_room(lambda: model.to("cpu"), lambda: model.to(device))
     specs = suite_tasks(params.suites, params.tasks)
     toy_data = {Path(f).stem: str(f) for f in smk.input.suites}
     if recipe is None:

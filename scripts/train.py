@@ -18,6 +18,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from mtl.chat import prepare
 from mtl.distributed import Parallel, launch
 from mtl.io import atomic_dir, read_jsonl, write_json
+from mtl.memplan import finetune_disk, model_config, plan_finetune
+from mtl.preflight import check_disk, check_plan, gpu_memory
 from mtl.provenance import Step, hash_file, load_record
 from mtl.stepkit import numerics_settings, setup
 from mtl.toy_model import build_model
@@ -53,6 +55,16 @@ paper = params.get("parallel") is not None
 parallel = (Parallel(**params.parallel) if paper
             else Parallel(processes=params.train.get("processes", 1)))
 distributed = parallel.processes > 1 or (paper and torch.cuda.is_available())
+if paper and regime != "pretrain":
+    # Before anything loads: the run fits its GPUs, and the disk holds its checkpoints.
+    shape = model_config({}, Path(smk.input.init), extra_tokens=1)
+    if gpu_memory() is not None:
+        check_plan(plan_finetune(shape, gpus=parallel.processes, micro_batch=cfg.micro_batch
+                                 or cfg.batch_size, max_len=cfg.max_len,
+                                 mixed_precision=parallel.mixed_precision,
+                                 activation_checkpointing=parallel.activation_checkpointing),
+                   smk.resources.get("mem_mb"))
+    check_disk(Path(params.resume_dir), finetune_disk(shape), "a resume checkpoint and the model")
 
 with Step.from_snakemake(smk, seed=params.seed) as step:
     # ---- model and tokenizer

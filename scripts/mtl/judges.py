@@ -2,8 +2,9 @@
 
 Each judge is a model folder fetched by the workflow's `fetch_judge` rule (pinned by revision in
 the config, recorded in provenance) to results/judges/<key>/; MTL_JUDGES_DIR points elsewhere.
-A judge is loaded when a task aggregates its outputs, used for all of them in batches, then freed,
-so at most one judge shares the GPU with the evaluated model.
+A judge is loaded when a task aggregates its outputs, used for all of them in batches, then freed.
+While it runs, the evaluated model waits in host memory (`make_room`), so the GPU holds one
+judge and not a judge beside a 7B model (the memory plan, mtl.memplan).
 """
 
 from __future__ import annotations
@@ -11,10 +12,17 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 ENV_DIR = "MTL_JUDGES_DIR"
+# (move off the GPU, move back) of each model that must not share the GPU with a judge.
+_ROOM: list[tuple[Callable[[], object], Callable[[], object]]] = []
+
+
+def make_room(move_off: Callable[[], object], move_back: Callable[[], object]) -> None:
+    """Run `move_off` before each judge loads and `move_back` once it is freed."""
+    _ROOM.append((move_off, move_back))
 JUDGES = {
     # key: (the paper's model, what it is)
     "toxigen": ("tomh/toxigen_roberta", "sequence classifier, label 1 = toxic"),
@@ -69,15 +77,22 @@ def _loaded(key: str, kind: str) -> Iterator[tuple]:
     folder = judge_dir(key)
     loader = Classifier if kind == "classifier" else CausalLM
     dtype = torch.bfloat16 if _device() == "cuda" else torch.float32
-    model = loader.from_pretrained(folder, dtype=dtype).to(_device()).eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    for move_off, _ in _ROOM:
+        move_off()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    model = None
     try:
+        model = loader.from_pretrained(folder, dtype=dtype).to(_device()).eval()
+        tokenizer = AutoTokenizer.from_pretrained(folder)
         yield model, tokenizer
     finally:
         del model
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+        for _, move_back in _ROOM:
+            move_back()
 
 
 def toxigen_scores(texts: Sequence[str], batch_size: int = 32) -> list[list[float]]:

@@ -268,6 +268,11 @@ def _isolation() -> _Isolation:
         f"config ({ENV_SWITCH}=none outside the workflow).")
 
 
+def probe() -> None:
+    """Raise SandboxUnavailable now, as the first run would, unless programs can run contained."""
+    _isolation()
+
+
 def run_python(source: str, limits: Limits | None = None, *, site: bool = False) -> Result:
     """Run `source` as a script in a fresh folder, contained; `site`: see site-packages."""
     return _launcher(_isolation()).run(source, limits or Limits(), site=site)

@@ -51,11 +51,16 @@ def _file_names(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
 class InPlaceMerger:
     """Set a loaded model's parameters to grid points of a merge, without touching disk.
 
-    `model` holds θ_G when the merger is built. The merger keeps a copy of θ_G and loads the
-    skill inputs (and θ_pre, if the merge needs it) onto each parameter's device, in their stored
-    dtypes; `apply(ω)` recomputes every parameter from those copies in float32 on that device,
-    so grid points never accumulate: apply(ω1); apply(ω2) equals apply(ω2) on a fresh θ_G.
-    Memory: θ_G's copy plus the inputs. `restore()` puts θ_G back.
+    `model` holds θ_G when the merger is built. The merger keeps a copy of θ_G and the skill
+    inputs (and θ_pre, if the merge needs it) in their stored dtypes in host memory (pinned when
+    the model is on a GPU, so the copies back are fast); `apply(ω)` streams them to each
+    parameter's device one tensor at a time and recomputes the parameter there in float32, so
+    grid points never accumulate: apply(ω1); apply(ω2) equals apply(ω2) on a fresh θ_G.
+    Memory: θ_G's copy plus the inputs on the host; on the model's device only the model and
+    the method's float32 scratch buffers (a few tensors of the largest shape), so a 7B model
+    merged with three float32 task vectors (≈ 95 GB of inputs) fits one 80 GB GPU. `restore()`
+    puts θ_G back. A model on the meta device gets meta copies and reads nothing (the memory
+    plan, mtl.memplan, sums them).
 
     Arguments as merge_to_disk's; options other than the method's are ignored.
     """
@@ -90,7 +95,7 @@ class InPlaceMerger:
             options=self.options,
         )
         try:
-            self._general = {name: p.detach().clone() for name, p in self._params.items()}
+            self._general = {name: _hold(p.detach()) for name, p in self._params.items()}
             self._pre = None if inputs.pre is None else self._load(inputs.pre)
             self._skills = [self._load(c) for c in inputs.skills]
         finally:
@@ -104,13 +109,27 @@ class InPlaceMerger:
         self._scratch = Scratch()
 
     def _load(self, checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
-        return {
-            name: checkpoint.read(name).to(param.device) for name, param in self._params.items()
-        }
+        held = {}
+        for name, param in self._params.items():
+            if param.is_meta:
+                info = checkpoint.tensors[name]
+                held[name] = torch.empty(info.shape, dtype=info.dtype, device="meta")
+            else:
+                held[name] = _hold(checkpoint.read(name), on_gpu=param.is_cuda)
+        return held
+
+    def held(self) -> list[torch.Tensor]:
+        """Every copy the merger holds (θ_G's, θ_pre's, the skills'): what it costs the host."""
+        groups = [self._general, *([] if self._pre is None else [self._pre]), *self._skills]
+        return [tensor for group in groups for tensor in group.values()]
 
     def _inputs(self, name: str) -> TensorInputs:
+        device = self._params[name].device
+
         def source(tensors: Mapping[str, torch.Tensor], label: str, is_model: bool) -> Source:
-            return Source(lambda: tensors[name], label, is_model)
+            # Same stream as the copy into the scratch buffer that follows: ordered, so a
+            # non-blocking copy from pinned memory is safe (a no-op for a model on the host).
+            return Source(lambda: tensors[name].to(device, non_blocking=True), label, is_model)
 
         return TensorInputs(
             name,
@@ -146,4 +165,14 @@ class InPlaceMerger:
     def restore(self) -> None:
         """Put θ_G back."""
         for name, param in self._params.items():
-            param.copy_(self._general[name])
+            param.copy_(self._general[name].to(param.device, non_blocking=True))
+
+
+def _hold(tensor: torch.Tensor, on_gpu: bool | None = None) -> torch.Tensor:
+    """A host copy of `tensor` (its own memory, pinned when it serves a GPU); meta stays meta."""
+    if tensor.is_meta:
+        return torch.empty_like(tensor)
+    on_gpu = tensor.is_cuda if on_gpu is None else on_gpu
+    copy = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=on_gpu)
+    copy.copy_(tensor)
+    return copy
