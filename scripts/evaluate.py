@@ -61,7 +61,7 @@ with Step.from_snakemake(smk, seed=params.seed, config_keys=["evaluation"]) as s
         evaluator = Evaluator(model, tokenizer, specs,
                               include if toy_data else params.include_path,
                               params.batch_size, params.max_gen_toks, params.limit, params.seed,
-                              params.get("gen_kwargs"))
+                              params.get("gen_kwargs"), params.get("backend", "static"))
         results = {}
         for index, (key, omega) in enumerate(points, start=1):
             if merger is not None:

@@ -22,6 +22,12 @@ def eval_params(seed):
             if config["evaluation"]["gen_kwargs"]
             else {}
         ),
+        # Likewise: the default backend leaves every committed evaluation's params as they were.
+        **(
+            {"backend": config["evaluation"]["backend"]}
+            if config["evaluation"]["backend"] != "static"
+            else {}
+        ),
         "include_path": config["evaluation"]["include_path"],
         "sandbox": config["evaluation"]["sandbox"],
         "seed": seed,

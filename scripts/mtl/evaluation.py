@@ -106,9 +106,11 @@ class Evaluator:
         limit: int | None,
         seed: int,
         gen_kwargs: Mapping[str, object] | None = None,
+        backend: str = "static",
     ) -> None:
         import lm_eval.evaluator
-        from lm_eval.models.huggingface import HFLM
+
+        from mtl.generation import lm_class
 
         # lm-eval probes the environment after every call (pip list, nvidia-smi, ...: seconds
         # each, for every grid point); the provenance record already holds the environment.
@@ -121,8 +123,10 @@ class Evaluator:
         self.gen_kwargs = dict(gen_kwargs) if gen_kwargs else None
         names = {spec.task for tasks in specs.values() for spec in tasks}
         self.task_manager = _task_manager(include_path, names)
-        self.lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
-                       max_gen_toks=max_gen_toks)
+        # The backend changes how tokens are generated, never what lm-eval does with them.
+        backend_args = {} if backend == "static" else {"seed": seed}
+        self.lm = lm_class(backend)(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
+                                    max_gen_toks=max_gen_toks, **backend_args)
 
     def _evaluate_all(self) -> dict[str, dict]:
         """One lm-eval call per (few-shot, limit) setting; returns each task's raw output."""
