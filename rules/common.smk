@@ -29,7 +29,7 @@ library_first(os.environ, str(Path(workflow.basedir) / "scripts"))
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 
 from mtl.suites import SUITES as SUITE_REGISTRY
-from mtl.merge import METHODS, MergeError, Recipe
+from mtl.merge import METHODS, MergeError, Recipe, merge_config
 from mtl.stepkit import numerics_settings, pin_environment
 from mtl.world import SKILLS as WORLD_SKILLS
 
@@ -40,6 +40,12 @@ from mtl.world import SKILLS as WORLD_SKILLS
 NUMERICS = numerics_settings(config.get("numerics"))
 for replaced in pin_environment(os.environ, NUMERICS):
     print(f"numerics: replaced the outside {replaced}", file=sys.stderr)
+
+# The `merge` section's keys are the method registry's (config/schema.yaml leaves it open).
+try:
+    config["merge"] = merge_config(config["merge"])
+except MergeError as err:
+    raise ValueError(f"config: {err}") from None
 
 TOY = config["scale"] == "toy"
 # The paper's order, then any others by name: merging config files may reorder the mapping,

@@ -214,8 +214,6 @@ def test_heuristic_omegas_count_the_subsets(tmp_path: Path) -> None:
 
 def test_schema_enums_are_the_registries() -> None:
     schema = yaml.safe_load((REPO / "config/schema.yaml").read_text())
-    merge = schema["properties"]["merge"]["properties"]
-    assert merge["method"]["enum"] == list(METHODS)
     suites = schema["properties"]["evaluation"]["properties"]["suites"]
     assert suites["items"]["enum"] == list(SUITES) == suites["default"]
     # The skills, in the paper's order (rules/common.smk orders merges and ω columns by it).

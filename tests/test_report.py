@@ -27,6 +27,8 @@ from PIL import Image
 from snakemake.utils import validate
 from workflow import REPO, TEST_CONFIG, clone_run, snakemake
 
+from mtl.merge import merge_config
+
 CAPTIONS = REPO / "report"
 # The report's tables, figures and files (docs/report.md): each has its caption, report/<item>.rst.
 ITEMS = ["table2", "table3", "table4", "table5", "table6", "figure1", "figure2", "figure3",
@@ -76,7 +78,8 @@ def _render_caption(text: str, config: dict, artifact: Path) -> str:
 
 def _config(*layers: str) -> dict:
     """The config files layered as Snakemake does (nested keys merged), with the schema's
-    defaults filled in as the Snakefile's `validate` does."""
+    defaults filled in as the Snakefile's `validate` does (the `merge` section's by the
+    method registry, as rules/common.smk does)."""
     def merge(base: dict, top: dict) -> dict:
         for key, value in top.items():
             base[key] = merge(base.get(key, {}), value) if isinstance(value, dict) else value
@@ -85,6 +88,7 @@ def _config(*layers: str) -> dict:
     for layer in layers:
         merge(config, yaml.safe_load((REPO / layer).read_text()))
     validate(config, str(REPO / "config/schema.yaml"))
+    config["merge"] = merge_config(config["merge"])
     return config
 
 

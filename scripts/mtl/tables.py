@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from mtl.io import write_csv
+from mtl.merge import METHODS
 from mtl.suites import SUITES
 
 if TYPE_CHECKING:
@@ -41,8 +42,7 @@ POINT = ["model", "regime", "method", "weighting", "skills", "size", "omega"]
 NEEDED = [*POINT, "seed", "steps", "suite", "metric", "value", "stderr"]
 # The method tag of the paper's PTM (task arithmetic), and the labels of the engine's tags.
 PTM_METHOD = "ta"
-METHOD_LABEL = {"ta": "Task arithmetic", "linear": "Linear", "wiseft": "WiSE-FT",
-                "ties": "TIES", "dare": "DARE", "dareties": "DARE-TIES"}
+METHOD_LABEL = {method.tag: method.label for method in METHODS.values()}
 BASELINE = "θ_G (baseline)"
 TIE_TOLERANCE_DIGITS = 6
 BEST_RULE = ("highest {column} (mean over seeds){over}; ties (equal to 1e-6) go to fewer steps, "

@@ -5,32 +5,37 @@ Notation follows the paper. θ_pre (`theta_pre`) is the pretrained model, θ_G (
 vector (`tau`) and ω (`omega`) the weight of a skill. Every method of `METHODS` works on one
 tensor name at a time, in float32, and the result is cast back to θ_G's stored dtype.
 
-Modules: `options` (EngineOptions, MergeError), `safetensors` (reading and streamed writing),
-`inputs` (what a method sees of one tensor), `methods` (the registry), `checks` (inputs and
-outputs, from headers, before any tensor is read), `engine` (task vectors and merged models
-written in one pass), `inplace` (a loaded model set to grid points), `mergekit` (recipes,
-mergekit configs, model cards) and `recipe` (one recipe from the workflow's config to the
-engine, the heuristic ω). docs/merge-engine.md describes them.
+Modules: `options` (EngineOptions, the method options, MergeError), `safetensors` (reading and
+streamed writing), `inputs` (what a method sees of one tensor), `methods` (the registry, one
+module per family of methods), `checks` (inputs and outputs, from headers, before any tensor
+is read), `checkpoints` (the opened inputs of one merge), `engine` (task vectors and merged
+models written in one pass), `inplace` (a loaded model set to grid points), `card` (model
+cards), `mergekit` (mergekit configs) and `recipe` (one recipe from the workflow's config to
+the engine, the config schema of the `merge` section, the heuristic ω). docs/merge-engine.md
+describes them.
 """
 
 from mtl.merge.engine import extract_task_vector, merge_to_disk
 from mtl.merge.inplace import InPlaceMerger
 from mtl.merge.inputs import TensorInputs
 from mtl.merge.methods import METHODS, Method, method_named
-from mtl.merge.options import EngineOptions, MergeError
-from mtl.merge.recipe import Recipe, heuristic_omega, heuristic_omegas
+from mtl.merge.options import OPTIONS, EngineOptions, MergeError, Option
+from mtl.merge.recipe import Recipe, heuristic_omega, heuristic_omegas, merge_config
 
 __all__ = [
     "METHODS",
+    "OPTIONS",
     "EngineOptions",
     "InPlaceMerger",
     "MergeError",
     "Method",
+    "Option",
     "Recipe",
     "TensorInputs",
     "extract_task_vector",
     "heuristic_omega",
     "heuristic_omegas",
+    "merge_config",
     "merge_to_disk",
     "method_named",
 ]

@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from mtl.merge.mergekit import card_files
+from mtl.merge.card import card_files
 from mtl.merge.options import EngineOptions, MergeError
 from mtl.merge.safetensors import Checkpoint, Spec
 

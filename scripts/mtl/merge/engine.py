@@ -6,7 +6,6 @@ import math
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,6 +13,8 @@ import torch
 from tqdm import tqdm
 
 from mtl.io import atomic_dir, atomic_file, write_json
+from mtl.merge.card import model_card, portable
+from mtl.merge.checkpoints import Inputs, block_shape, open_inputs
 from mtl.merge.checks import (
     check_config,
     check_floating,
@@ -22,8 +23,8 @@ from mtl.merge.checks import (
     check_tensors,
     weight_rows,
 )
-from mtl.merge.inputs import Scratch, Source, TensorInputs
-from mtl.merge.mergekit import describe, mergekit_yaml, model_card, portable
+from mtl.merge.inputs import Scratch
+from mtl.merge.mergekit import mergekit_yaml
 from mtl.merge.methods import Method, method_named
 from mtl.merge.options import EngineOptions, MergeError
 from mtl.merge.safetensors import (
@@ -56,98 +57,6 @@ def _blocks(shape: tuple[int, ...], elementwise: bool) -> list[Rows]:
         return [None]
     step = max(1, _BLOCK_ELEMENTS // max(1, math.prod(shape[1:])))
     return [(first, min(first + step, shape[0])) for first in range(0, shape[0], step)]
-
-
-def _block_shape(shape: tuple[int, ...], rows: Rows) -> tuple[int, ...]:
-    return shape if rows is None else (rows[1] - rows[0], *shape[1:])
-
-
-@dataclass
-class Inputs:
-    """The checkpoints a merge reads: θ_G (None in place, where the model holds θ_G), θ_pre
-    when the merge needs it, and the skill inputs (task vectors or finetuned models)."""
-
-    general: Checkpoint | None
-    pre: Checkpoint | None
-    skills: list[Checkpoint]
-    skills_are_tau: bool
-
-    def close(self) -> None:
-        for checkpoint in (self.general, self.pre, *self.skills):
-            if checkpoint is not None:
-                checkpoint.close()
-
-    def block(
-        self,
-        name: str,
-        rows: Rows,
-        shape: tuple[int, ...],
-        options: EngineOptions,
-        scratch: Scratch,
-    ) -> TensorInputs:
-        """The inputs of tensor `name` (of `shape`), or of a block of its rows."""
-        block_shape = _block_shape(shape, rows)
-
-        def source(checkpoint: Checkpoint, is_model: bool) -> Source:
-            nbytes = math.prod(block_shape) * checkpoint.tensors[name].dtype.itemsize
-
-            def read() -> torch.Tensor:
-                # One raw buffer serves every input: TensorInputs upcasts each read at once.
-                return checkpoint.read(name, rows, scratch.get("raw", (nbytes,), dtype=torch.uint8))
-
-            return Source(read, checkpoint.label, is_model)
-
-        assert self.general is not None, "in-place merges build TensorInputs themselves"
-        return TensorInputs(
-            name,
-            block_shape,
-            general=source(self.general, True),
-            pre=None if self.pre is None else source(self.pre, True),
-            skills=[source(c, not self.skills_are_tau) for c in self.skills],
-            skills_are_tau=self.skills_are_tau,
-            options=options,
-            scratch=scratch,
-        )
-
-
-def open_inputs(
-    method: Method,
-    reference: Mapping[str, Spec],
-    ref_config: Mapping | None,
-    ref_label: str,
-    *,
-    general: Checkpoint | None,
-    theta_pre: Path | None,
-    task_vectors: Sequence[Path],
-    finetuned: Sequence[Path],
-    options: EngineOptions,
-) -> Inputs:
-    """Open θ_pre and the skill inputs and check them against the reference's headers."""
-    if bool(task_vectors) == bool(finetuned):
-        raise MergeError("give the skills either as task_vectors or as finetuned models (one)")
-    skills_are_tau = bool(task_vectors)
-    # τ_k from θ_k, or θ_k from τ_k, needs θ_pre as much as TIES and DARE do.
-    needs_pre = method.needs_theta_pre or skills_are_tau != (method.skills_as == "tau")
-    if needs_pre and theta_pre is None:
-        given = "task vectors" if skills_are_tau else "finetuned models"
-        raise MergeError(f"method {method.name!r} with {given} needs theta_pre")
-    inputs = Inputs(general, None, [], skills_are_tau)
-    try:
-        if needs_pre:
-            inputs.pre = Checkpoint(theta_pre, "theta_pre")
-        role = "task_vectors" if skills_are_tau else "finetuned"
-        for k, path in enumerate(task_vectors or finetuned):
-            inputs.skills.append(Checkpoint(path, f"{role}[{k}]"))
-        for checkpoint in (inputs.pre, *inputs.skills):
-            if checkpoint is None:
-                continue
-            is_model = checkpoint is inputs.pre or not skills_are_tau
-            check_config(ref_config, ref_label, checkpoint)
-            check_tensors(reference, ref_label, checkpoint, is_model=is_model, options=options)
-    except BaseException:
-        inputs.close()
-        raise
-    return inputs
 
 
 @contextmanager
@@ -227,7 +136,7 @@ def extract_task_vector(
 
 def _largest_block(specs: Mapping[str, Spec], blocks: Mapping[str, list[Rows]]) -> int:
     return max(
-        math.prod(_block_shape(spec.shape, rows)) * spec.dtype.itemsize
+        math.prod(block_shape(spec.shape, rows)) * spec.dtype.itemsize
         for name, spec in specs.items()
         for rows in blocks[name]
     )
@@ -388,7 +297,7 @@ def _finish_folder(
         total = sum(spec.nbytes for spec in specs.values())
         write_json(folder / INDEX, {"metadata": {"total_size": total}, "weight_map": weight_map})
     dtype = dtype_name(next(iter(specs.values())).dtype)
-    recipe = describe(method, inputs, omega, options, dtype)
+    recipe = inputs.describe(method, omega, options, dtype)
     config_yaml = mergekit_yaml(method, inputs, omega, options, dtype)
     if config_yaml is not None:
         (folder / "mergekit_config.yml").write_text(config_yaml)

@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
+from mtl.merge.checkpoints import open_inputs
 from mtl.merge.checks import check_floating, weight_rows
-from mtl.merge.engine import open_inputs
 from mtl.merge.inputs import Scratch, Source, TensorInputs, check_range
 from mtl.merge.methods import method_named
 from mtl.merge.options import EngineOptions, MergeError

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from jsonschema import Draft202012Validator
+
 from mtl.io import read_jsonl
-from mtl.merge.methods import Method, method_named
-from mtl.merge.options import EngineOptions, MergeError
+from mtl.merge.methods import METHODS, Method, method_named
+from mtl.merge.options import OPTIONS, EngineOptions, MergeError
 
 if TYPE_CHECKING:
     import torch
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
 Weighting = Literal["heuristic", "grid"]
 # config.yaml's `merge.resize_vocab` values, as the engine's option.
 _RESIZE = {"refuse": None, "pad": "pad"}
+# Method options the workflow sets itself rather than the config.
+_FROM_WORKFLOW = {"seed"}
 
 
 def heuristic_omega(n_skill: int, n_general: int) -> float:
@@ -44,6 +48,45 @@ def heuristic_omegas(skill_data: Sequence[str | Path], general_data: str | Path)
     return [heuristic_omega(len(read_jsonl(path)), n_general) for path in skill_data]
 
 
+_OMEGA_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+def merge_schema() -> dict[str, Any]:
+    """The JSON schema of the config's `merge` section, from the method registry: the method
+    names, and one key per method option with its type, default and range."""
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "method": {"enum": list(METHODS), "default": "task_arithmetic"},
+            "omega_grid": {
+                "type": "array",
+                "items": {"type": "number", "minimum": 0},
+                "minItems": 1,
+                "default": list(_OMEGA_GRID),
+            },
+            **{
+                name: option.schema()
+                for name, option in OPTIONS.items()
+                if name not in _FROM_WORKFLOW
+            },
+            "resize_vocab": {"enum": list(_RESIZE), "default": "refuse"},
+        },
+    }
+
+
+def merge_config(merge: Mapping[str, Any]) -> dict[str, Any]:
+    """The config's `merge` section checked against merge_schema, with its defaults filled in;
+    a bad key or value raises MergeError naming it."""
+    schema = merge_schema()
+    errors = sorted(Draft202012Validator(schema).iter_errors(dict(merge)), key=str)
+    if errors:
+        where = ".".join(str(p) for p in errors[0].absolute_path)
+        raise MergeError(f"config merge{'.' + where if where else ''}: {errors[0].message}")
+    defaults = {name: prop["default"] for name, prop in schema["properties"].items()}
+    return {**defaults, **merge}
+
+
 @dataclass(frozen=True)
 class Recipe:
     """A merge of θ_G with K skills: the method, its options, and which weights to apply.
@@ -52,25 +95,33 @@ class Recipe:
     skills:       the skills' names, in the order of their inputs and of ω's entries.
     weighting:    "heuristic": one point, ω_k = |D_k|/|G|; "grid": every ω of `omega_grid`,
                   the same for each skill.
-    density, normalize, seed, resize_vocab: EngineOptions (only the method's own are used).
+    method_options: the method's options (OPTIONS) by name; those not given take their
+                  defaults.
+    seed:         the workflow's seed (the random methods' `seed` option).
+    resize_vocab: EngineOptions.resize_vocab.
     """
 
     method: str
     skills: tuple[str, ...] = ()
     weighting: Weighting = "heuristic"
-    omega_grid: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-    density: float = 0.5
-    normalize: bool = False
+    omega_grid: tuple[float, ...] = _OMEGA_GRID
+    method_options: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0
     resize_vocab: Literal["pad"] | None = None
 
     def __post_init__(self) -> None:
-        method_named(self.method)
+        spec = method_named(self.method)
         if self.weighting not in ("heuristic", "grid"):
             raise MergeError(f"weighting {self.weighting!r} must be 'heuristic' or 'grid'")
         if not self.omega_grid or not all(math.isfinite(w) for w in self.omega_grid):
             raise MergeError(f"omega_grid {list(self.omega_grid)!r} must be finite numbers")
-        self.options()  # density and resize_vocab are checked there
+        unused = sorted(set(self.method_options) - set(spec.options))
+        if unused:
+            raise MergeError(f"method {self.method!r} has no option(s) {unused}")
+        # Every option the method reads, checked and typed (so equal recipes compare equal).
+        options = self.options()
+        values = {n: getattr(options, n) for n in spec.options if n not in _FROM_WORKFLOW}
+        object.__setattr__(self, "method_options", values)
 
     @classmethod
     def from_config(
@@ -87,13 +138,20 @@ class Recipe:
         if resize not in _RESIZE:
             raise MergeError(f"config merge.resize_vocab={resize!r} must be one of {list(_RESIZE)}")
         try:
+            # Every option the config sets is checked, whichever method reads it.
+            for name in OPTIONS.keys() & merge.keys():
+                OPTIONS[name].check(merge[name])
+            spec = method_named(method or merge.get("method", "task_arithmetic"))
             return cls(
-                method=method or merge.get("method", "task_arithmetic"),
+                method=spec.name,
                 skills=tuple(skills),
                 weighting=weighting,
                 omega_grid=tuple(float(w) for w in merge.get("omega_grid", cls.omega_grid)),
-                density=float(merge.get("density", cls.density)),
-                normalize=bool(merge.get("normalize", cls.normalize)),
+                method_options={
+                    name: merge[name]
+                    for name in spec.options
+                    if name in merge and name not in _FROM_WORKFLOW
+                },
                 seed=seed,
                 resize_vocab=_RESIZE[resize],
             )
@@ -102,14 +160,21 @@ class Recipe:
 
     def to_params(self) -> dict[str, Any]:
         """Plain data (a rule's params, a provenance record, summary.json)."""
-        return {key: list(v) if isinstance(v, tuple) else v for key, v in asdict(self).items()}
+        params = {
+            key: list(v) if isinstance(v, tuple) else v
+            for key, v in asdict(self).items()
+            if key != "method_options"
+        }
+        params.update(self.method_options)
+        return params
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> Recipe:
-        values = dict(params)
+        own = {key: v for key, v in params.items() if key in OPTIONS and key not in _FROM_WORKFLOW}
+        values = {key: v for key, v in params.items() if key not in own}
         for key in ("skills", "omega_grid"):
             values[key] = tuple(values.get(key, ()))
-        return cls(**values)
+        return cls(**values, method_options=own)
 
     @property
     def spec(self) -> Method:
@@ -126,13 +191,10 @@ class Recipe:
         return self.spec.needs_theta_pre
 
     def options(self, progress: bool = False) -> EngineOptions:
-        return EngineOptions(
-            density=self.density,
-            normalize=self.normalize,
-            seed=self.seed,
-            resize_vocab=self.resize_vocab,
-            progress=progress,
-        )
+        method = dict(self.method_options)
+        if "seed" in self.spec.options:
+            method["seed"] = self.seed
+        return EngineOptions(method=method, resize_vocab=self.resize_vocab, progress=progress)
 
     def points(self, heuristic: Sequence[float]) -> list[tuple[str, tuple[float, ...]]]:
         """(name, ω) of every point to evaluate: "" at the heuristic ω, "omega-0.30" on the grid."""
