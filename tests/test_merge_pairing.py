@@ -189,10 +189,12 @@ def test_methods_never_modify_their_inputs(method: str) -> None:
     generator = torch.Generator().manual_seed(4)
     pre, general, a, b = (torch.randn(8, 6, generator=generator) for _ in range(4))
     given = [t.clone() for t in (pre, general, a, b)]
-    view = {"tau": [a, b]} if METHODS[method].skills_as == "tau" else {"theta": [a, b]}
+    n = METHODS[method].n_skills or 2
+    skills = [a, b][:n]
+    view = {"tau": skills} if METHODS[method].skills_as == "tau" else {"theta": skills}
     x = TensorInputs.from_tensors(
         "w", theta_general=general, theta_pre=pre, options={"density": 0.5}, **view
     )
     for omega in ((0.3, 0.6), (1.0, 0.1)):
-        METHODS[method](x, omega, torch.empty(8, 6))
+        METHODS[method](x, omega[:n], torch.empty(8, 6))
     assert all(torch.equal(t, g) for t, g in zip((pre, general, a, b), given, strict=True))

@@ -104,18 +104,20 @@ def neox(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def _skills(recipe: Recipe, paths: dict[str, Path]) -> list[Path]:
     """The inputs a workflow target gives the method (rules/common/merge.smk's skill_input)."""
+    n = len(recipe.skills)
     if recipe.skill_inputs == "task_vectors":
-        return [paths["tv0"], paths["tv1"]]
+        return [paths["tv0"], paths["tv1"]][:n]
     # θ_CFT stands in for every model continued from θ_G (cft, cft-match).
     regime = "ptm" if recipe.spec.skills_from == "pre" else "cft"
-    return [paths[f"{regime}0"], paths[f"{regime}1"]]
+    return [paths[f"{regime}0"], paths[f"{regime}1"]][:n]
 
 
 def _in_memory_equals_on_disk(paths: dict[str, Path], method: str, out: Path) -> None:
+    n = METHODS[method].n_skills or 2
     recipe = Recipe.from_config(
-        {"method": method, "density": 0.6, "resize_vocab": "pad"}, seed=3, skills=["a", "b"]
+        {"method": method, "density": 0.6, "resize_vocab": "pad"}, seed=3, skills=["a", "b"][:n]
     )
-    omega = (0.3, 0.7)
+    omega = (0.3, 0.7)[:n]
     pre = paths["pre"] if recipe.needs_theta_pre else None
     recipe.to_disk(paths["general"], [omega], [out], _skills(recipe, paths), pre)
     model = AutoModelForCausalLM.from_pretrained(paths["general"], dtype=torch.float32)

@@ -53,8 +53,8 @@ def model_card(
     ]
     if mergekit_yaml is None:
         lines.append(
-            "No mergekit recipe: mergekit lacks the method, or a task vector does not record "
-            "the models it came from."
+            "No mergekit recipe: mergekit lacks the method, or does not weigh the models and "
+            "ω is not 1, or a task vector does not record the models it came from."
         )
     else:
         lines += ["```yaml", mergekit_yaml.rstrip(), "```"]

@@ -14,7 +14,7 @@ import torch
 from mtl import __version__
 from mtl.merge.checks import check_config, check_tensors
 from mtl.merge.inputs import Scratch, Source, TensorInputs
-from mtl.merge.methods import Method
+from mtl.merge.methods import Method, check_skills
 from mtl.merge.options import EngineOptions, MergeError
 from mtl.merge.safetensors import Checkpoint, Rows, Spec
 
@@ -109,6 +109,7 @@ def open_inputs(
     if bool(task_vectors) == bool(finetuned):
         raise MergeError("give the skills either as task_vectors or as finetuned models (one)")
     skills_are_tau = bool(task_vectors)
+    check_skills(method, len(task_vectors or finetuned))
     # τ_k from θ_k, or θ_k from τ_k, needs θ_pre as much as TIES and DARE do.
     needs_pre = method.needs_theta_pre or skills_are_tau != (method.skills_as == "tau")
     if needs_pre and theta_pre is None:

@@ -142,7 +142,9 @@ class TensorInputs:
             scratch=Scratch(),
         )
 
-    def _cached(self, key: str, compute: Callable[[], Any]) -> Any:
+    def cached(self, key: str, compute: Callable[[], Any]) -> Any:
+        """compute(), once per tensor: what a method derives from the inputs alone (its
+        sparsified task vectors, say) serves every grid point."""
         if key not in self._cache:
             self._cache[key] = compute()
         return self._cache[key]
@@ -172,19 +174,19 @@ class TensorInputs:
     @property
     def theta_general(self) -> torch.Tensor:
         """θ_G."""
-        return self._cached("theta_general", lambda: self._load(self._general, "theta_general"))
+        return self.cached("theta_general", lambda: self._load(self._general, "theta_general"))
 
     @property
     def theta_pre(self) -> torch.Tensor:
         """θ_pre."""
         if self._pre is None:
             raise MergeError(f"tensor {self.name!r}: this merge needs theta_pre")
-        return self._cached("theta_pre", lambda: self._load(self._pre, "theta_pre"))
+        return self.cached("theta_pre", lambda: self._load(self._pre, "theta_pre"))
 
     @property
     def tau(self) -> list[torch.Tensor]:
         """τ_k of every skill (read from task vectors, or θ_k − θ_pre)."""
-        return self._cached("tau", self._compute_tau)
+        return self.cached("tau", self._compute_tau)
 
     def _compute_tau(self) -> list[torch.Tensor]:
         if self._skills_are_tau:
@@ -194,7 +196,7 @@ class TensorInputs:
     @property
     def theta(self) -> list[torch.Tensor]:
         """θ_k of every skill (read from finetuned models, or θ_pre + τ_k)."""
-        return self._cached("theta", self._compute_theta)
+        return self.cached("theta", self._compute_theta)
 
     def _compute_theta(self) -> list[torch.Tensor]:
         if not self._skills_are_tau:
@@ -216,7 +218,7 @@ class TensorInputs:
     @property
     def tau_general(self) -> torch.Tensor:
         """τ_G = θ_G − θ_pre."""
-        return self._cached(
+        return self.cached(
             "tau_general",
             lambda: torch.sub(
                 self.theta_general,
@@ -228,17 +230,17 @@ class TensorInputs:
     def trimmed(self) -> list[torch.Tensor]:
         """[τ_G, τ_1, …], each keeping its top `density` fraction by magnitude (TIES' trim)."""
         density = self.options.density
-        return self._cached(
+        return self.cached(
             "trimmed", lambda: [_trim(t, density) for t in (self.tau_general, *self.tau)]
         )
 
     def dropped(self) -> list[torch.Tensor]:
         """[τ_G, τ_1, …], each after DARE's random drop and 1/(1 − p) rescale."""
         density, seed = self.options.density, self.options.seed
-        return self._cached(
+        return self.cached(
             "dropped",
             lambda: [
-                _drop(t, density, _mask_seed(seed, self.name, j))
+                _drop(t, density, mask_seed(seed, self.name, j))
                 for j, t in enumerate((self.tau_general, *self.tau))
             ],
         )
@@ -259,7 +261,9 @@ def _trim(tau: torch.Tensor, density: float) -> torch.Tensor:
     return torch.where(magnitude >= threshold, tau, 0.0)
 
 
-def _mask_seed(seed: int, name: str, index: int) -> int:
+def mask_seed(seed: int, name: str, index: int) -> int:
+    """The seed of the random mask of input `index` (0: τ_G) of tensor `name`: the same at
+    every grid point, on every device and in every run."""
     digest = hashlib.sha256(f"{seed}\0{name}\0{index}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1  # torch seeds must fit in 63 bits
 

@@ -27,6 +27,8 @@ def mergekit_yaml(
     kit = method.mergekit
     if kit is None or inputs.general is None:
         return None
+    if not kit.weighted and any(w != 1 for w in omega):
+        return None
     if inputs.skills_are_tau:
         models = [c.metadata.get("theta_d") for c in inputs.skills]
         pre = inputs.skills[0].metadata.get("theta_pre")
@@ -44,17 +46,20 @@ def mergekit_yaml(
         "Re-make with: mergekit-yaml mergekit_config.yml OUTPUT_DIR",
     ]
     per_model = {kit.renamed.get(n, n): getattr(options, n) for n in kit.model_options}
+    # A model's parameters: its weight, where mergekit weighs models, and the per-model options.
+    def model(path: str, weight: float) -> dict[str, Any]:
+        parameters = {"weight": weight} if kit.weighted else {}
+        parameters.update(per_model)
+        return {"model": path, "parameters": parameters} if parameters else {"model": path}
+
     parameters = dict(kit.fixed)
     parameters.update({kit.renamed.get(n, n): getattr(options, n) for n in kit.global_options})
     config: dict[str, Any]
     if method.skills_as == "theta":
         config = {
             "merge_method": kit.name,
-            "models": [{"model": theta_g, "parameters": {"weight": 1.0 - sum(omega)}}]
-            + [
-                {"model": m, "parameters": {"weight": w}}
-                for m, w in zip(models, omega, strict=True)
-            ],
+            "models": [model(theta_g, 1.0 - sum(omega))]
+            + [model(m, w) for m, w in zip(models, omega, strict=True)],
             "parameters": parameters,
         }
     else:
@@ -63,11 +68,8 @@ def mergekit_yaml(
         config = {
             "merge_method": kit.name,
             "base_model": pre,
-            "models": [{"model": theta_g, "parameters": {"weight": 1.0, **per_model}}]
-            + [
-                {"model": m, "parameters": {"weight": w, **per_model}}
-                for m, w in zip(models, omega, strict=True)
-            ],
+            "models": [model(theta_g, 1.0)]
+            + [model(m, w) for m, w in zip(models, omega, strict=True)],
             "parameters": parameters,
         }
     if kit.note is not None:

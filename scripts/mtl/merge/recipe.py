@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from jsonschema import Draft202012Validator
 
 from mtl.io import read_jsonl
-from mtl.merge.methods import METHODS, Method, method_named
+from mtl.merge.methods import METHODS, Method, check_skills, method_named
 from mtl.merge.options import OPTIONS, EngineOptions, MergeError
 
 if TYPE_CHECKING:
@@ -115,6 +115,8 @@ class Recipe:
             raise MergeError(f"weighting {self.weighting!r} must be 'heuristic' or 'grid'")
         if not self.omega_grid or not all(math.isfinite(w) for w in self.omega_grid):
             raise MergeError(f"omega_grid {list(self.omega_grid)!r} must be finite numbers")
+        if self.skills:
+            check_skills(spec, len(self.skills))
         unused = sorted(set(self.method_options) - set(spec.options))
         if unused:
             raise MergeError(f"method {self.method!r} has no option(s) {unused}")

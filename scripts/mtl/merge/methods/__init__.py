@@ -43,6 +43,8 @@ class Mergekit:
     model_options:  options given as every model's parameters (mergekit's name: `renamed`).
     global_options: options given as the merge's parameters.
     fixed:          the merge's parameters with set values (options given override them).
+    weighted:       mergekit weighs the models (`weight`); a method it does not weigh has a
+                    config only where every ω is 1 (ours scales τ_k by ω_k first).
     note:           a comment in the config, where mergekit's output differs from ours.
     """
 
@@ -51,6 +53,7 @@ class Mergekit:
     global_options: tuple[str, ...] = ()
     fixed: Mapping[str, Any] = field(default_factory=dict)
     renamed: Mapping[str, str] = field(default_factory=dict)
+    weighted: bool = True
     note: str | None = None
 
 
@@ -72,6 +75,7 @@ class Method:
     mergekit: Mergekit | None  # mergekit's equivalent, if it has one
     elementwise: bool  # each output entry depends on the same entry of the inputs only
     bound: BoundFn | None = None  # None: the engine checks every output for Inf and overflow
+    n_skills: int | None = None  # how many skills it merges (None: any number)
 
     @property
     def skill_regime(self) -> str:
@@ -100,6 +104,7 @@ def register(
     mergekit: Mergekit | None = None,
     elementwise: bool = False,
     bound: BoundFn | None = None,
+    n_skills: int | None = None,
 ) -> Callable[[MethodFn], MethodFn]:
     """Add a method to METHODS under `name` (a paper name)."""
 
@@ -126,10 +131,19 @@ def register(
             mergekit,
             elementwise,
             bound,
+            n_skills,
         )
         return fn
 
     return add
+
+
+def check_skills(method: Method, n_skills: int) -> None:
+    """Raise unless `method` merges `n_skills` skills."""
+    if method.n_skills is not None and n_skills != method.n_skills:
+        raise MergeError(
+            f"merge method {method.name!r} merges {method.n_skills} skill(s), not {n_skills}"
+        )
 
 
 def method_named(name: str) -> Method:
