@@ -1,21 +1,35 @@
-"""A real, throwaway SLURM on localhost for tests: munge + slurmctld + slurmd, one fake GPU.
+"""A real, throwaway SLURM cluster on this machine for tests: compute nodes without network.
 
     with LocalSlurm() as cluster:          # installs (apt-get) if missing, starts, waits for idle
         subprocess.run(["sbatch", ...], env=cluster.env)   # cluster.env points at its slurm.conf
                                            # stops exactly the daemons it started
 
-Everything lives in one temporary folder: slurm.conf, gres.conf, state, spool, logs, pid files,
-a private munge key and socket. The daemons listen on free ports picked at start. Clients
-(sbatch, squeue, scontrol, and Snakemake's SLURM plugin, which shells out to them) find this
-cluster through ``SLURM_CONF`` in ``cluster.env``; ``srun`` inside jobs, whose environment the
-jobstep plugin strips of SLURM_CONF, finds it through a /run/slurm/conf link (the place a
-configless node keeps its configuration), made at start and removed at stop. So the machine must
-have no /etc/slurm/slurm.conf of its own. The GPU is a scheduling fiction: gres.conf says
-``File=/dev/null``, so jobs that ask for ``--gpus=1`` are placed and accounted as GPU jobs (one at
-a time, with CUDA_VISIBLE_DEVICES=0) but get no device.
+The machine plays the login node: munged and slurmctld run here, with this machine's network,
+and so do the clients (sbatch, squeue, scontrol, and Snakemake's SLURM plugin, which shells out to
+them). Each compute node (``node1``, ``node2``, ...) is one slurmd in a network namespace of its
+own whose only links are loopback and one virtual cable to a private bridge that holds the
+controller's address (``CONTROLLER_ADDR``): the IP forwarding of this machine stays off and the
+namespaces have no default route, so a job reaches the controller and its own node, and nothing
+else — the internet of a compute node on a cluster that has none. ``isolated=False`` runs one
+slurmd in this machine's own network instead.
 
-Needs root (daemons, apt-get) on Debian; ``unavailable_reason()`` says why not, for skips.
-Written for Debian 12's packages (SLURM 22.05, munge 0.5.15).
+Every node has ``gpus_per_node`` fake GPUs of type ``GPU_TYPE`` (gres.conf ``File=`` character
+devices made here with /dev/null's numbers, so slurmd accepts them) and the feature
+``GPU_TYPE``: jobs that ask for ``--gpus=<type>:N`` or ``-C <type>`` are placed, limited and
+accounted as GPU jobs and see ``CUDA_VISIBLE_DEVICES`` and ``SLURM_GPUS_ON_NODE``, but get no
+device to compute on.
+
+Everything lives in one temporary folder: slurm.conf, gres.conf, the device files, state, spool,
+logs, pid files, a private munge key and socket (a file socket: the namespaces share the file
+system). The daemons listen on free ports picked at start. Clients find this cluster through
+``SLURM_CONF`` in ``cluster.env``; ``srun`` inside jobs, whose environment the jobstep plugin
+strips of SLURM_CONF, finds it through a /run/slurm/conf link (the place a configless node keeps
+its configuration), made at start and removed at stop. So the machine must have no
+/etc/slurm/slurm.conf of its own.
+
+Needs root (daemons, apt-get, network namespaces) on Debian; ``unavailable_reason()`` says why
+not, for skips. Written for Debian 12's packages (SLURM 22.05, munge 0.5.15); docs/cluster.md
+("The SLURM test") says what it simulates.
 """
 
 from __future__ import annotations
@@ -26,13 +40,14 @@ import pwd
 import re
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-APT_PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge"]
-BINARIES = ["slurmctld", "slurmd", "munged", "sbatch", "squeue", "scontrol", "sinfo"]
+APT_PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge", "iproute2"]
+BINARIES = ["slurmctld", "slurmd", "munged", "sbatch", "squeue", "scontrol", "sinfo", "ip", "nsenter"]
 # The scheduler must keep finished jobs visible to `squeue`/`scontrol show job` long enough for
 # Snakemake's squeue-based status checks (plugin: MinJobAge >= 3 x init-seconds) and for the
 # test's own audit of every job after the run.
@@ -40,6 +55,12 @@ MIN_JOB_AGE = 3600
 CONF_MARKER = "# Written by tests/slurm_cluster.py for a throwaway one-node test cluster."
 DEFAULT_CONF = "/etc/slurm/slurm.conf"
 NODE_CONF_LINK = "/run/slurm/conf"
+# The fake GPUs' type (--gpus=<type>:N) and the nodes' feature (-C <type>).
+GPU_TYPE = "testgpu"
+# The private link between the controller and the node namespaces: a /24 that exists only on the
+# bridge made at start (start() checks that the kernel routes it there before any daemon starts).
+SUBNET = "10.213.7"
+CONTROLLER_ADDR = f"{SUBNET}.1"
 
 
 class SlurmUnavailable(RuntimeError):
@@ -119,36 +140,57 @@ def _mem_mb() -> int:
 
 
 class LocalSlurm:
-    """One-node SLURM (node ``localhost``, partition ``debug``) with one fake GPU (or none)."""
+    """SLURM with ``nodes`` compute nodes (``node1``...; partition ``debug``), each in its own
+    network namespace (unless ``isolated=False``) with ``gpus_per_node`` fake GPUs."""
 
-    node = "localhost"
     partition = "debug"
 
-    def __init__(self, root: str | Path | None = None, gpus: int = 1, start_timeout: float = 90):
+    def __init__(
+        self,
+        root: str | Path | None = None,
+        nodes: int = 2,
+        gpus_per_node: int = 2,
+        isolated: bool = True,
+        start_timeout: float = 90,
+    ):
         self._own_root = root is None
         self.root = Path(root or tempfile.mkdtemp(prefix="mtl-slurm-"))
-        if gpus not in (0, 1):
-            raise ValueError("one fake GPU (File=/dev/null) or none")
-        self.gpus = gpus
+        if nodes < 1 or gpus_per_node < 0 or (nodes > 1 and not isolated):
+            raise ValueError("one node or more; several only in namespaces (one slurmd each)")
+        self.nodes = [f"node{i}" for i in range(1, nodes + 1)]
+        self.gpus_per_node = gpus_per_node
+        self.isolated = isolated
         self.start_timeout = start_timeout
         self.cpus = _cpus()
-        self.mem_mb = max(1000, _mem_mb() - 1024)  # slurmd drains the node if this is too high
+        # The nodes share this machine's memory; slurmd drains a node that claims too much.
+        self.mem_mb = max(1000, (_mem_mb() - 1024) // nodes)
         self.conf = self.root / "slurm.conf"
         self.log_dir = self.root / "log"
         self.munge_dir = self.root / "munge"
         self.munge_socket = self.munge_dir / "munge.socket"
         self._procs: dict[str, subprocess.Popen] = {}
         self._logs: list = []
+        # Names of the namespaces and links are unique to this cluster's folder, so a leftover
+        # of a killed run cannot collide with this one (and cleanup removes only these).
+        tag = f"{os.getpid() % 0x10000:04x}"
+        self.bridge = f"mtlbr{tag}"
+        self.namespaces = {n: f"mtl-{tag}-{n}" for n in self.nodes} if isolated else {}
+        self._links: list[str] = []
         self.env = dict(os.environ, SLURM_CONF=str(self.conf))
         for key in [k for k in self.env if k.startswith(("SLURM_", "SBATCH_", "SRUN_"))]:
             if key != "SLURM_CONF":  # never inherit a surrounding job's or site's settings
                 del self.env[key]
 
+    def node_addr(self, node: str) -> str:
+        if not self.isolated:
+            return "127.0.0.1"
+        return f"{SUBNET}.{10 + self.nodes.index(node)}"
+
     # ---- configuration ---------------------------------------------------------------------
 
     def _write_config(self) -> None:
         self.root.chmod(0o711)  # munged runs as user munge and must reach its own folder
-        for sub in ("state", "spool", "log"):
+        for sub in ("state", "log", "dev", *(f"spool/{n}" for n in self.nodes)):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self.munge_dir.mkdir(exist_ok=True)
         self.munge_dir.chmod(0o755)  # the socket must be reachable; the key stays 0400
@@ -162,14 +204,26 @@ class LocalSlurm:
         for path in (self.munge_dir, key):
             os.chown(path, munge.pw_uid, munge.pw_gid)
         self._munge_user = munge
+        # Character devices with /dev/null's numbers: slurmd keeps a GPU only if its File= is a
+        # device (without one the node reports fewer GPUs than configured and drains).
+        null = os.stat("/dev/null").st_rdev
+        devices = [self.root / "dev" / f"gpu{i}" for i in range(self.gpus_per_node)]
+        for dev in devices:
+            if not dev.exists():
+                os.mknod(dev, 0o666 | stat.S_IFCHR, null)
         ctld_port, slurmd_port = _free_ports(2)
         r = self.root
-        node = f"NodeName={self.node} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={self.mem_mb}"
-        node += " Gres=gpu:1 State=UNKNOWN" if self.gpus else " State=UNKNOWN"
+        gres = f" Gres=gpu:{GPU_TYPE}:{self.gpus_per_node}" if self.gpus_per_node else ""
+        node_lines = "\n".join(
+            f"NodeName={n} NodeAddr={self.node_addr(n)} CPUs={self.cpus} "
+            f"RealMemory={self.mem_mb} Feature={GPU_TYPE}{gres} State=UNKNOWN"
+            for n in self.nodes
+        )
+        controller = f"localhost({CONTROLLER_ADDR})" if self.isolated else "localhost"
         self.conf.write_text(
             f"""{CONF_MARKER}
 ClusterName=mtltest
-SlurmctldHost=localhost
+SlurmctldHost={controller}
 SlurmctldPort={ctld_port}
 SlurmdPort={slurmd_port}
 SlurmUser=root
@@ -178,11 +232,11 @@ AuthType=auth/munge
 CredType=cred/munge
 AuthInfo=socket={self.munge_socket}
 StateSaveLocation={r}/state
-SlurmdSpoolDir={r}/spool
+SlurmdSpoolDir={r}/spool/%n
 SlurmctldPidFile={r}/slurmctld.pid
-SlurmdPidFile={r}/slurmd.pid
+SlurmdPidFile={r}/slurmd-%n.pid
 SlurmctldLogFile={r}/log/slurmctld.log
-SlurmdLogFile={r}/log/slurmd.log
+SlurmdLogFile={r}/log/slurmd-%n.log
 SlurmctldDebug=info
 SlurmdDebug=info
 ProctrackType=proctrack/linuxproc
@@ -203,13 +257,71 @@ InactiveLimit=0
 KillWait=5
 Waittime=0
 GresTypes=gpu
-{node}
-PartitionName={self.partition} Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
+{node_lines}
+PartitionName={self.partition} Nodes={",".join(self.nodes)} Default=YES MaxTime=INFINITE State=UP
 """
         )
-        # File=/dev/null keeps slurmd from dropping a GPU it cannot see (the node would drain).
-        gres_conf = f"NodeName={self.node} Name=gpu File=/dev/null\n" if self.gpus else ""
+        files = f"{r}/dev/gpu[0-{self.gpus_per_node - 1}]"
+        gres_conf = (
+            "".join(f"NodeName={n} Name=gpu Type={GPU_TYPE} File={files}\n" for n in self.nodes)
+            if self.gpus_per_node
+            else ""
+        )
         (r / "gres.conf").write_text(gres_conf)
+
+    # ---- network ---------------------------------------------------------------------------
+
+    def _ip(self, *args: str, netns: str | None = None) -> str:
+        cmd = ["ip", *(["-n", netns] if netns else []), *args]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+        if proc.returncode != 0:
+            raise SlurmUnavailable(f"`{' '.join(cmd)}` failed: {proc.stderr.strip()}")
+        return proc.stdout
+
+    def _make_network(self) -> None:
+        """The bridge with the controller's address, and one namespace per node cabled to it."""
+        if not self.isolated:
+            return
+        taken = self._ip("-o", "-4", "addr", "show")
+        if f" {SUBNET}." in taken:
+            raise SlurmUnavailable(
+                f"{SUBNET}.0/24 is in use here (a test cluster killed before it could clean up? "
+                f"then `ip link delete mtlbr<tag>` and `ip netns delete mtl-<tag>-node<i>`):\n{taken}"
+            )
+        self._ip("link", "add", self.bridge, "type", "bridge")
+        self._links.append(self.bridge)
+        self._ip("addr", "add", f"{CONTROLLER_ADDR}/24", "dev", self.bridge)
+        self._ip("link", "set", self.bridge, "up")
+        for i, node in enumerate(self.nodes):
+            ns, host_end = self.namespaces[node], f"{self.bridge}v{i}"
+            self._ip("netns", "add", ns)
+            self._links.append(f"netns:{ns}")
+            self._ip("link", "add", host_end, "type", "veth", "peer", "name", "eth0", "netns", ns)
+            self._links.append(host_end)
+            self._ip("link", "set", host_end, "master", self.bridge, "up")
+            self._ip("link", "set", "lo", "up", netns=ns)
+            self._ip("addr", "add", f"{self.node_addr(node)}/24", "dev", "eth0", netns=ns)
+            self._ip("link", "set", "eth0", "up", netns=ns)
+        # Traffic to the node addresses must stay on the bridge, never go out of this machine.
+        for node in self.nodes:
+            route = self._ip("route", "get", self.node_addr(node))
+            if f"dev {self.bridge}" not in route:
+                raise SlurmUnavailable(f"{self.node_addr(node)} is not routed to the bridge: {route}")
+
+    def _remove_network(self) -> None:
+        for link in reversed(self._links):
+            kind, _, name = link.rpartition(":")
+            cmd = ["ip", "netns", "delete", name] if kind else ["ip", "link", "delete", link]
+            subprocess.run(cmd, capture_output=True, timeout=30, check=False)
+        self._links.clear()
+
+    def in_node(self, node: str, cmd: list[str]) -> list[str]:
+        """`cmd` as it runs on `node` (inside its network namespace)."""
+        if not self.isolated:
+            return cmd
+        # nsenter changes the network only; `ip netns exec` would also mount a fresh /sys,
+        # without the cgroup file system that slurmd needs.
+        return [_which("nsenter"), f"--net=/run/netns/{self.namespaces[node]}", *cmd]
 
     # ---- daemons ---------------------------------------------------------------------------
 
@@ -248,11 +360,14 @@ PartitionName={self.partition} Nodes={self.node} Default=YES MaxTime=INFINITE St
             raise subprocess.CalledProcessError(proc.returncode, cmd, proc.stdout, proc.stderr)
         return proc.stdout
 
-    def node_state(self) -> str:
+    def node_state(self) -> list[str]:
+        """Each node's state (sinfo's short form: idle, mix, alloc, drain, ...)."""
         try:
-            return self.run("sinfo", "-h", "-N", "-o", "%t", check=False, timeout=10).strip()
+            out = self.run("sinfo", "-h", "-N", "-o", "%N %t", check=False, timeout=10)
         except subprocess.TimeoutExpired:
-            return ""
+            return []
+        states = dict(line.split() for line in out.splitlines() if len(line.split()) == 2)
+        return [states.get(node, "") for node in self.nodes]
 
     def start(self) -> LocalSlurm:
         """Install if needed, write the configuration, start the daemons, wait for ``idle``."""
@@ -263,6 +378,7 @@ PartitionName={self.partition} Nodes={self.node} Default=YES MaxTime=INFINITE St
         self._write_config()
         t0 = time.monotonic()
         try:
+            self._make_network()
             self._link_node_config()
             munged = _which("munged")
             self._spawn(
@@ -284,10 +400,12 @@ PartitionName={self.partition} Nodes={self.node} Default=YES MaxTime=INFINITE St
                 lambda: self.run("scontrol", "ping", check=False, timeout=10).find("UP") >= 0,
                 self.start_timeout,
             )
-            self._spawn("slurmd", [_which("slurmd"), "-D", "-N", self.node, "-f", str(self.conf)])
+            for node in self.nodes:
+                slurmd = [_which("slurmd"), "-D", "-N", node, "-f", str(self.conf)]
+                self._spawn(f"slurmd-{node}", self.in_node(node, slurmd))
             self._wait_for(
-                f"node {self.node} to be idle",
-                lambda: self.node_state() == "idle",
+                f"nodes {','.join(self.nodes)} to be idle",
+                lambda: self.node_state() == ["idle"] * len(self.nodes),
                 self.start_timeout,
             )
         except BaseException:
@@ -336,7 +454,7 @@ PartitionName={self.partition} Nodes={self.node} Default=YES MaxTime=INFINITE St
         if "slurmctld" in self._procs and self._procs["slurmctld"].poll() is None:
             with contextlib.suppress(OSError, subprocess.TimeoutExpired):
                 self.run("scancel", "--user", str(os.geteuid()), check=False, timeout=10)
-        for name in ("slurmd", "slurmctld", "munged"):
+        for name in (*(f"slurmd-{n}" for n in self.nodes), "slurmctld", "munged"):
             proc = self._procs.pop(name, None)
             if proc is None or proc.poll() is not None:
                 continue
@@ -350,6 +468,7 @@ PartitionName={self.partition} Nodes={self.node} Default=YES MaxTime=INFINITE St
             log.close()
         self._logs.clear()
         self._unlink_node_config()
+        self._remove_network()
 
     def cleanup(self) -> None:
         """Stop, then delete the temporary folder if this object made it."""
