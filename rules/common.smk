@@ -28,6 +28,7 @@ library_first(os.environ, str(Path(workflow.basedir) / "scripts"))
 # recipes and pin the numerics with it, so this process imports the same library its jobs do.
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 
+from mtl.cluster import GROWING, merged_resources, on_retry, slurm_resources
 from mtl.suites import SUITES as SUITE_REGISTRY
 from mtl.merge import METHODS, MergeError, Recipe, merge_config
 from mtl.stepkit import numerics_settings, pin_environment
@@ -140,9 +141,7 @@ def resources_for(family):
     When `numerics.threads` pins the intra-op thread count, no job uses more threads than that,
     so that is what each job reserves (more would idle cores that other jobs could use).
     """
-    merged = {"threads": 1, "mem_mb": 2000, "runtime": 30, "gpu": 0}
-    merged.update(config["resources"].get("default", {}))
-    merged.update(config["resources"].get(family, {}))
+    merged = merged_resources(config["resources"], family)
     if NUMERICS["threads"] is not None:
         merged["threads"] = NUMERICS["threads"]
     return merged
@@ -153,23 +152,16 @@ def res(family, key):
 
 
 def family_resources(family):
-    """The resources of a family of rules: memory and time that grow with each retry, so a job killed
-    for either comes back bigger; GPU keys only where the family asks for GPUs, so the SLURM
-    plugin adds --gpus for those jobs alone."""
+    """The resources of a family of rules: memory and time that grow with each retry, so a job
+    killed for either comes back bigger, up to the caps of the family's partition
+    (mtl.cluster.on_retry); for a GPU family its GPUs, all on one node, of the configured kind,
+    and the warning signal before the time limit (mtl.cluster.slurm_resources)."""
     spec = resources_for(family)
-    grown = {
-        key: lambda wildcards, attempt, base=spec[key]: base * attempt
-        for key in ("mem_mb", "runtime")
-    }
-    if not spec["gpu"]:
-        return grown
-    gpu = {
-        "gpu": spec["gpu"],
-        "cpus_per_gpu": spec.get("cpus_per_gpu", spec["threads"]),
-    }
-    if "gpu_model" in spec:
-        gpu["gpu_model"] = spec["gpu_model"]
-    return {**gpu, **grown}
+    grown = {}
+    for key in GROWING:
+        on_retry(spec, key, 1, family)  # a base above its cap fails here, before any job runs
+        grown[key] = lambda wildcards, attempt, key=key: on_retry(spec, key, attempt, family)
+    return {**slurm_resources(spec), **grown}
 
 
 def log_path(rule_name, *parts):

@@ -97,6 +97,9 @@ else:
             log_path("fetch_dataset", "{dataset}"),
         benchmark:
             bench_path("fetch_dataset", "{dataset}")
+        # Downloads run where the network is: on the host that runs Snakemake, never
+        # as a cluster job (compute nodes often have no internet).
+        localrule: True
         conda:
             "../envs/data.yaml"
         threads: 1

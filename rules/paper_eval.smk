@@ -12,6 +12,9 @@ if not TOY:
             bench_path("fetch_judge", "{judge}")
         wildcard_constraints:
             judge="[a-z0-9_]+",
+        # Downloads run where the network is: on the host that runs Snakemake, never
+        # as a cluster job (compute nodes often have no internet).
+        localrule: True
         conda:
             "../envs/eval.yaml"
         threads: 1
@@ -32,6 +35,9 @@ if not TOY:
             bench_path("fetch_evaldata", "{benchmark}")
         wildcard_constraints:
             benchmark="[a-z0-9_]+",
+        # Downloads run where the network is: on the host that runs Snakemake, never
+        # as a cluster job (compute nodes often have no internet).
+        localrule: True
         conda:
             "../envs/eval.yaml"
         threads: 1

@@ -40,6 +40,9 @@ elif not STANDIN:
             log_path("fetch_base"),
         benchmark:
             bench_path("fetch_base")
+        # Downloads run where the network is: on the host that runs Snakemake, never
+        # as a cluster job (compute nodes often have no internet).
+        localrule: True
         conda:
             "../envs/train.yaml"
         threads: 1

@@ -8,6 +8,8 @@ several CPU processes (the stand-in), torchrun starts one sharded worker per pro
 (mtl.distributed) and rank 0 writes the consolidated model.
 """
 
+import dataclasses
+import os
 import random
 import shutil
 from pathlib import Path
@@ -16,6 +18,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from mtl.chat import prepare
+from mtl.cluster import gpus_given
 from mtl.distributed import Parallel, launch
 from mtl.io import atomic_dir, read_jsonl, write_json
 from mtl.memplan import finetune_disk, model_config, plan_finetune
@@ -54,6 +57,16 @@ dtype = getattr(torch, params.dtype)
 paper = params.get("parallel") is not None
 parallel = (Parallel(**params.parallel) if paper
             else Parallel(processes=params.train.get("processes", 1)))
+if paper and smk.resources.get("gpu", 0):
+    # One worker per GPU the job was given (the global batch stays; accumulation adapts).
+    given = gpus_given(os.environ, smk.resources["gpu"])
+    if given < 1:
+        raise RuntimeError(f"the job asked for {smk.resources['gpu']} GPUs and was given none "
+                           "(CUDA_VISIBLE_DEVICES is empty)")
+    if given != parallel.processes:
+        log.warning("%d GPUs given, %d asked for: training in %d workers", given,
+                    parallel.processes, given)
+    parallel = dataclasses.replace(parallel, processes=given)
 distributed = parallel.processes > 1 or (paper and torch.cuda.is_available())
 if paper and regime != "pretrain":
     # Before anything loads: the run fits its GPUs, and the disk holds its checkpoints.

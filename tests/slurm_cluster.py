@@ -47,7 +47,9 @@ import time
 from pathlib import Path
 
 APT_PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge", "iproute2"]
-BINARIES = ["slurmctld", "slurmd", "munged", "sbatch", "squeue", "scontrol", "sinfo", "ip", "nsenter"]
+BINARIES = [
+    "slurmctld", "slurmd", "munged", "sbatch", "squeue", "scontrol", "sinfo", "ip", "nsenter",
+]
 # The scheduler must keep finished jobs visible to `squeue`/`scontrol show job` long enough for
 # Snakemake's squeue-based status checks (plugin: MinJobAge >= 3 x init-seconds) and for the
 # test's own audit of every job after the run.
@@ -286,7 +288,8 @@ PartitionName={self.partition} Nodes={",".join(self.nodes)} Default=YES MaxTime=
         if f" {SUBNET}." in taken:
             raise SlurmUnavailable(
                 f"{SUBNET}.0/24 is in use here (a test cluster killed before it could clean up? "
-                f"then `ip link delete mtlbr<tag>` and `ip netns delete mtl-<tag>-node<i>`):\n{taken}"
+                "then `ip link delete mtlbr<tag>` and `ip netns delete mtl-<tag>-node<i>`):\n"
+                + taken
             )
         self._ip("link", "add", self.bridge, "type", "bridge")
         self._links.append(self.bridge)
@@ -306,7 +309,8 @@ PartitionName={self.partition} Nodes={",".join(self.nodes)} Default=YES MaxTime=
         for node in self.nodes:
             route = self._ip("route", "get", self.node_addr(node))
             if f"dev {self.bridge}" not in route:
-                raise SlurmUnavailable(f"{self.node_addr(node)} is not routed to the bridge: {route}")
+                raise SlurmUnavailable(f"{self.node_addr(node)} is not routed to the bridge: "
+                                       + route)
 
     def _remove_network(self) -> None:
         for link in reversed(self._links):
