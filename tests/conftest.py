@@ -2,6 +2,7 @@
 
 import os
 import sys
+import time
 from pathlib import Path
 
 # Set before any test module imports huggingface_hub, which reads these once at import time.
@@ -14,7 +15,14 @@ if str(SRC) not in sys.path:
 
 
 import pytest  # noqa: E402
-from workflow import TEST_CONFIG, copy_repo, snakemake  # noqa: E402
+from workflow import (  # noqa: E402
+    STANDIN_CONFIG,
+    STANDIN_MERGE,
+    STANDIN_TABLES,
+    TEST_CONFIG,
+    copy_repo,
+    snakemake,
+)
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +31,15 @@ def toy_run(tmp_path_factory) -> Path:
     workdir = copy_repo(tmp_path_factory.mktemp("toy-run") / "repo")
     snakemake(workdir, "results/table5.csv", "--cores", "2", *TEST_CONFIG)
     return workdir
+
+
+@pytest.fixture(scope="session")
+def standin_run(tmp_path_factory) -> tuple[Path, str]:
+    """The stand-in to its kept merge and table 5, built once in a fresh copy (its tests read it;
+    the SLURM test compares its own run's artifacts with it); the copy and snakemake's output."""
+    workdir = copy_repo(tmp_path_factory.mktemp("standin") / "repo")
+    start = time.monotonic()
+    done = snakemake(workdir, "--cores", "2", "--keep-going", *STANDIN_CONFIG, "--",
+                     STANDIN_MERGE, *STANDIN_TABLES, check=False)
+    print(f"stand-in build: {time.monotonic() - start:.0f} s")  # shown with -s / -rP
+    return workdir, done.stdout + done.stderr

@@ -17,7 +17,10 @@ and then runs the real one. The test checks, from those arguments and the schedu
   sitecustomize.py, on the SLURM run's PYTHONPATH only) and requeued by the scheduler
   (`scontrol requeue`): it runs again under the same job id and resumes from that checkpoint;
 - failure: the second held training job is cancelled (`scancel`); the profile resubmits it with
-  more memory and time, capped at the partition's limits, and it resumes too.
+  more memory and time, capped at the partition's limits, and it resumes too;
+- every artifact has the same content hash (its .prov.json "hash") as the session's local
+  stand-in run (`standin_run`, shared with test_standin.py, built while the SLURM jobs run),
+  the resumed models included.
 
 A separate check sends a probe job to each node: it cannot open a connection to this machine's
 loopback or its outside address (the internet of a compute node that has none).
@@ -45,7 +48,7 @@ from pathlib import Path
 
 import pytest
 from slurm_cluster import GPU_TYPE, LocalSlurm, SlurmUnavailable, unavailable_reason
-from workflow import copy_repo, env, planned_jobs
+from workflow import copy_repo, env, planned_jobs, prov_hashes
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -71,12 +74,13 @@ FAST_STATUS = ["--slurm-init-seconds-before-status-checks", "2"]
 RUN_TIMEOUT = 40 * 60
 FAULTS = Path(__file__).resolve().parent / "faults"  # the hold-at-checkpoint hook
 # An sbatch that records its arguments (one JSON list a line), then runs the real one without
-# the Hugging Face offline switches: a job that tried the hub would try it, and fail for want
-# of a network, instead of being stopped by a switch.
+# the Hugging Face offline switches and with an empty Hugging Face cache: a job that read the
+# hub, or a cached hub file that is no declared input, fails for want of a network instead of
+# being served by a switch or by this machine's cache.
 SBATCH = """#!/bin/sh
 "{python}" -c 'import json, sys; open(sys.argv[1], "a").write(json.dumps(sys.argv[2:]) + "\\n")' \\
     "{log}" "$@"
-exec env -u HF_HUB_OFFLINE -u HF_DATASETS_OFFLINE "{real}" "$@"
+exec env -u HF_HUB_OFFLINE -u HF_DATASETS_OFFLINE HF_HOME="{hf_home}" "{real}" "$@"
 """
 
 
@@ -110,8 +114,10 @@ def _env(cluster: LocalSlurm, workspace: Path, hold_dir: Path) -> dict[str, str]
     wrapper.mkdir()
     real = shutil.which("sbatch", path=out["PATH"])
     assert real, "no sbatch on PATH"
-    (wrapper / "sbatch").write_text(
-        SBATCH.format(python=sys.executable, log=workspace / "sbatch.jsonl", real=real))
+    hf_home = workspace / "empty-hf-home"
+    hf_home.mkdir()
+    (wrapper / "sbatch").write_text(SBATCH.format(
+        python=sys.executable, log=workspace / "sbatch.jsonl", real=real, hf_home=hf_home))
     (wrapper / "sbatch").chmod(0o755)
     out["PATH"] = f"{wrapper}{os.pathsep}{out['PATH']}"
     return out
@@ -275,7 +281,7 @@ def _wait_done(cluster: LocalSlurm, ids: set[str], timeout: float = 120) -> None
     raise AssertionError(f"probe jobs {ids} did not finish in {timeout} s")
 
 
-def test_standin_through_the_simulated_cluster(slurm_cluster, workspace):
+def test_standin_through_the_simulated_cluster(slurm_cluster, workspace, request):
     workdir = copy_repo(workspace / "slurm")
     layer = workspace / "gpus.yaml"
     layer.write_text(LAYER)
@@ -293,6 +299,14 @@ def test_standin_through_the_simulated_cluster(slurm_cluster, workspace):
     proc = _snakemake(workdir, args, _env(slurm_cluster, workspace, hold_dir), log)
     faults = _Faults(slurm_cluster, hold_dir, proc)
     faults.start()
+    try:
+        # The reference local run (once per session) is built while SLURM jobs queue and poll.
+        local_dir, _ = request.getfixturevalue("standin_run")
+    except BaseException:
+        faults.stop.set()
+        proc.terminate()  # snakemake cancels its SLURM jobs
+        proc.wait(timeout=120)
+        raise
     text = _finish(proc, log, "the SLURM run", workdir)
     wall = time.monotonic() - t0
     faults.stop.set()
@@ -363,6 +377,16 @@ def test_standin_through_the_simulated_cluster(slurm_cluster, workspace):
             notes = json.loads((workdir / f"results/models/{model}.prov.json").read_text())
             assert notes["notes"]["processes"] == GPUS[rule], (model, notes["notes"])
     assert (workdir / TARGET).is_file()
+
+    # -- the same content as the local run, the preempted and the retried models included --------
+    local, remote = prov_hashes(local_dir), prov_hashes(workdir)
+    assert remote, "the SLURM run wrote no provenance records"
+    assert set(remote) <= set(local), f"not built locally: {sorted(set(remote) - set(local))}"
+    differ = sorted(k for k in remote if local[k] != remote[k])
+    assert not differ, (
+        f"{len(differ)} of {len(remote)} artifacts differ between the local and the SLURM run "
+        f"(MTL_KEEP_SLURM_TEST=1 keeps the SLURM copy; the local one is {local_dir}): {differ}"
+    )
     print(
         f"\nSLURM test: {len(run_ids)} submissions for {sum(planned_rules.values())} planned jobs"
         f" ({sum(local.values())} downloads on the submitting host), cluster up in"

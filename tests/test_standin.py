@@ -14,20 +14,18 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 from safetensors import safe_open
-from workflow import REPO, copy_repo, snakemake
+from workflow import REPO, STANDIN_MERGE, STANDIN_SEED, STANDIN_TABLES
 
 # The stand-in runs one seed (config/standin.yaml): its skill models and merges live there.
-SEED = yaml.safe_load((REPO / "config" / "standin.yaml").read_text())["seeds"][0]
-TARGET = f"results/merged/seed-{SEED}/merge-ta-heuristic-science-pertask20+safety-all+coding-all"
-TABLES = ["results/table5.csv", "results/table5_vs_paper.csv"]
-CONFIG = ["--configfile", "config/standin.yaml"]
+SEED = STANDIN_SEED
+TARGET = STANDIN_MERGE
+TABLES = STANDIN_TABLES
 
 
 def test_standin_evaluates_the_paper_tasks_with_stand_ins_only():
@@ -43,13 +41,9 @@ def test_standin_evaluates_the_paper_tasks_with_stand_ins_only():
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> tuple[Path, str]:
-    workdir = copy_repo(tmp_path_factory.mktemp("standin") / "repo")
-    start = time.monotonic()
-    done = snakemake(workdir, "--cores", "2", "--keep-going", *CONFIG, "--", TARGET, *TABLES,
-                     check=False)
-    print(f"stand-in build: {time.monotonic() - start:.0f} s")  # shown with -s / -rP
-    return workdir, done.stdout + done.stderr
+def run(standin_run) -> tuple[Path, str]:
+    """The session's stand-in build (tests/conftest.py), shared with the SLURM test."""
+    return standin_run
 
 
 def rows(path: Path) -> int:

@@ -28,6 +28,12 @@ def _seeds(*configs: str) -> list[int]:
 
 # The seeds a run of config/test.yaml trains; the first is the one tables read by role.
 TEST_SEEDS = _seeds("config/test.yaml")
+# The stand-in (one seed): its run builds the three-skill merge kept on disk and table 5.
+STANDIN_CONFIG = ["--configfile", "config/standin.yaml"]
+STANDIN_SEED = _seeds("config/standin.yaml")[0]
+STANDIN_MERGE = (f"results/merged/seed-{STANDIN_SEED}/"
+                 "merge-ta-heuristic-science-pertask20+safety-all+coding-all")
+STANDIN_TABLES = ["results/table5.csv", "results/table5_vs_paper.csv"]
 SHARED_MODELS = ("pretrained", "general")
 
 
