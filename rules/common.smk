@@ -159,8 +159,11 @@ def family_resources(family):
     spec = resources_for(family)
     grown = {}
     for key in GROWING:
-        on_retry(spec, key, 1, family)  # a base above its cap fails here, before any job runs
-        grown[key] = lambda wildcards, attempt, key=key: on_retry(spec, key, attempt, family)
+        # A base above its cap fails here, before any job runs.
+        on_retry(spec, key, 1, family)
+        grown[key] = lambda wildcards, attempt, key=key: on_retry(
+            spec, key, attempt, family
+        )
     return {**slurm_resources(spec), **grown}
 
 
