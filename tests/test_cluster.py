@@ -52,7 +52,7 @@ def test_gpu_jobs_ask_for_every_gpu_on_one_node_of_the_configured_kind():
             "constraint": "nvlink", "signal_seconds": 900}
     assert slurm_resources(spec) == {"gpu": 4, "nodes": 1, "cpus_per_gpu": 8,
                                      "gpu_model": "a100", "constraint": "nvlink",
-                                     "slurm_extra": "--signal=TERM@900"}
+                                     "slurm_extra": "--signal=USR1@900"}
     # cpus_per_gpu defaults to the threads; a CPU job asks for none of it.
     assert slurm_resources({"threads": 3, "gpu": 2})["cpus_per_gpu"] == 3
     assert slurm_resources({"threads": 3, "gpu": 0, "gpu_model": "a100"}) == {}

@@ -342,7 +342,7 @@ def test_standin_through_the_simulated_cluster(slurm_cluster, workspace, request
             assert f"--gpus={GPU_TYPE}:{GPUS[rule]}" in call, f"{rule}: {flags}"
             assert "--nodes=1" in call, f"{rule} may get GPUs on several nodes: {flags}"
             assert "--cpus-per-gpu=1" in flags or "--cpus-per-gpu 1" in flags, flags
-            signal = f"--signal=TERM@{SIGNAL_SECONDS}"
+            signal = f"--signal=USR1@{SIGNAL_SECONDS}"
             assert (signal in call) == (rule in TRAINING), f"{rule}: {flags}"
             assert record["NodeList"] in slurm_cluster.nodes, record  # one node
             assert f"gpu:{GPU_TYPE}:{GPUS[rule]}" in record.get("TresPerJob", ""), record

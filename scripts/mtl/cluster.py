@@ -44,8 +44,9 @@ def on_retry(spec: Mapping, key: str, attempt: int, family: str) -> int:
 def slurm_resources(spec: Mapping) -> dict:
     """The Snakemake resources, beyond threads/memory/time, that the SLURM plugin turns into
     `sbatch` flags: GPUs on one node (`--gpus=[model:]N --nodes=1 --cpus-per-gpu`), the node
-    constraint (`-C`) and the warning signal before the time limit (`--signal=TERM@s`, so
-    training saves a checkpoint). CPU jobs need none of them."""
+    constraint (`-C`) and the warning signal before the time limit (`--signal=USR1@s` to every
+    process of the job's steps: training saves a checkpoint and stops, while torchrun, which
+    SIGTERM would make kill its workers at once, ignores it). CPU jobs need none of them."""
     if not spec["gpu"]:
         return {}
     extra = {"gpu": spec["gpu"], "nodes": 1,
@@ -55,7 +56,7 @@ def slurm_resources(spec: Mapping) -> dict:
     if spec.get("constraint"):
         extra["constraint"] = spec["constraint"]
     if spec.get("signal_seconds"):
-        extra["slurm_extra"] = f"--signal=TERM@{spec['signal_seconds']}"
+        extra["slurm_extra"] = f"--signal=USR1@{spec['signal_seconds']}"
     return extra
 
 
