@@ -98,3 +98,19 @@ def test_downloads_run_on_the_submitting_host_everything_else_as_jobs():
     local = {rule for rule, (is_local, _) in rules.items() if is_local}
     assert networked == DOWNLOADS, f"step programs that open connections: {sorted(networked)}"
     assert local == networked, f"local rules {sorted(local)}, downloads {sorted(networked)}"
+
+
+def test_the_cluster_guide_states_what_paper_jobs_ask_for():
+    """docs/cluster.md's table of what each job asks for holds config/paper.yaml's numbers."""
+    guide = (REPO / "docs" / "cluster.md").read_text()
+    rows = re.findall(r"^\| [^|]+ \| `(\w+)` \| `([^`]*)` \| ([\d.]+) GB, (\d+) h \|$", guide, re.M)
+    assert {family for family, *_ in rows} == {"finetune", "evaluate", "merge", "default"}, rows
+    for family, flags, cap_gb, cap_h in rows:
+        spec = merged_resources(PAPER["resources"], family)
+        assert f"--mem {spec['mem_mb']} -t {spec['runtime']}" in flags, (family, flags)
+        assert float(cap_gb) * 1000 == spec["max_mem_mb"], (family, cap_gb)
+        assert int(cap_h) * 60 == spec["max_runtime"], (family, cap_h)
+        gpus = f"--gpus=[model:]{spec['gpu']} --nodes=1" if spec["gpu"] else "--cpus-per-task"
+        assert gpus in flags, (family, flags)
+        signal = spec.get("signal_seconds")
+        assert (f"--signal=USR1@{signal}" in flags) if signal else "--signal" not in flags
