@@ -168,7 +168,7 @@ def main() -> None:
             rates[name] = useful / seconds
             hours = point_tokens() / rates[name] / 3600
             tables = ", ".join(f"{t} {hours * p:.1f}" for t, p in TABLE_POINTS.items())
-            print(f"{name:<11} {seconds:8.1f} s  {rates[name]:10.0f} tokens/s  "
+            print(f"{name:<11} {seconds:8.1f} s  {rates[name]:10.1f} tokens/s  "
                   f"{hours:9.2f} h a point  ({tables} h, on this {device})")
     print(f"continuous / static throughput: {rates['continuous'] / rates['static']:.2f}")
 

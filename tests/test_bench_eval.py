@@ -32,4 +32,4 @@ def test_bench_eval_runs_on_the_cpu():
         assert float(row[1]) > 0 and float(row[3]) > 0  # seconds, tokens/s
     ratio = float(done.stdout.split("continuous / static throughput:")[1].split()[0])
     assert ratio == pytest.approx(float(rows["continuous"][3]) / float(rows["static"][3]),
-                                  rel=0.01)
+                                  rel=0.05)
