@@ -90,8 +90,10 @@ class ContinuousHFLM(HFLM):
 
         stops = [s for s in stop if s]
         tail = max((len(s) for s in stops), default=0) + _TAIL_SLACK
-        cb_config = ContinuousBatchingConfig(seed=self._seed, **self._cache_size(prompts,
-                                                                                  max_new))
+        # The model keeps its attention implementation: the loglikelihood tasks and the next
+        # merge point run on it too, and the greedy outputs must stay the static path's.
+        cb_config = ContinuousBatchingConfig(seed=self._seed, auto_switch_to_flash=False,
+                                             **self._cache_size(prompts, max_new))
         done: dict[str, list[int]] = {}
         ids: list[str] = []
         with self.model.continuous_batching_context_manager(
