@@ -41,11 +41,11 @@ def mergekit_yaml(
         return None
     theta_g = portable(inputs.general.path)
     comments = [
-        f"mergekit {kit.name} recipe equivalent to mtl.merge {method.name} at "
-        f"omega={list(omega)}.",
+        f"mergekit {kit.name} recipe equivalent to mtl.merge {method.name} at omega={list(omega)}.",
         "Re-make with: mergekit-yaml mergekit_config.yml OUTPUT_DIR",
     ]
     per_model = {kit.renamed.get(n, n): getattr(options, n) for n in kit.model_options}
+
     # A model's parameters: its weight, where mergekit weighs models, and the per-model options.
     def model(path: str, weight: float) -> dict[str, Any]:
         parameters = {"weight": weight} if kit.weighted else {}

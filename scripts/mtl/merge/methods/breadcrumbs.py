@@ -47,9 +47,7 @@ def crumbs(tau: torch.Tensor, density: float, gamma: float) -> torch.Tensor:
 def _crumbed(x: TensorInputs) -> list[torch.Tensor]:
     """[τ_G, τ_1, …] after crumbs(), once per tensor."""
     density, gamma = x.options.density, x.options.gamma
-    return x.cached(
-        "crumbs", lambda: [crumbs(t, density, gamma) for t in (x.tau_general, *x.tau)]
-    )
+    return x.cached("crumbs", lambda: [crumbs(t, density, gamma) for t in (x.tau_general, *x.tau)])
 
 
 @register(
@@ -86,7 +84,5 @@ def breadcrumbs(x: TensorInputs, omega: tuple[float, ...], out: torch.Tensor) ->
         global_options=("normalize",),
     ),
 )
-def breadcrumbs_ties(
-    x: TensorInputs, omega: tuple[float, ...], out: torch.Tensor
-) -> torch.Tensor:
+def breadcrumbs_ties(x: TensorInputs, omega: tuple[float, ...], out: torch.Tensor) -> torch.Tensor:
     return sign_elected_sum(x.theta_pre, _crumbed(x), (1.0, *omega), x.options.normalize, out)

@@ -51,7 +51,5 @@ def sce(deltas: torch.Tensor, select_topk: float) -> torch.Tensor:
     mergekit=Mergekit("sce", global_options=("select_topk",), weighted=False),
 )
 def sce_method(x: TensorInputs, omega: tuple[float, ...], out: torch.Tensor) -> torch.Tensor:
-    deltas = torch.stack(
-        [x.tau_general, *(w * tau for w, tau in zip(omega, x.tau, strict=True))]
-    )
+    deltas = torch.stack([x.tau_general, *(w * tau for w, tau in zip(omega, x.tau, strict=True))])
     return torch.add(x.theta_pre, sce(deltas, x.options.select_topk), out=out)

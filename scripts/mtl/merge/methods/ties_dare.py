@@ -64,9 +64,7 @@ def sign_elected_sum(
     skills_as="tau",
     needs_theta_pre=True,
     options=(DENSITY, NORMALIZE),
-    mergekit=Mergekit(
-        "ties", model_options=("density",), global_options=("normalize",)
-    ),
+    mergekit=Mergekit("ties", model_options=("density",), global_options=("normalize",)),
 )
 def ties(x: TensorInputs, omega: tuple[float, ...], out: torch.Tensor) -> torch.Tensor:
     return sign_elected_sum(x.theta_pre, x.trimmed(), (1.0, *omega), x.options.normalize, out)
