@@ -1,4 +1,5 @@
-"""Paper scale: θ_pre is a hub snapshot (weights, config, tokenizer) at a pinned revision.
+"""Paper scale: θ_pre is a hub snapshot (weights, config, tokenizer) at a pinned revision
+(the config's commit, or the one config/hub-lock holds: mtl.pins).
 
 Its weights are stored in model.dtype, the dtype every trained model is saved in, so that
 task vectors τ = θ_D − θ_pre compare like with like (Llama-2-7b-hf ships float16; the
@@ -14,6 +15,7 @@ from huggingface_hub import HfApi, snapshot_download
 from safetensors.torch import load_file, save_file
 
 from mtl.io import atomic_dir
+from mtl.pins import LOCK_DIR, resolve
 from mtl.provenance import Step
 from mtl.stepkit import setup
 
@@ -23,8 +25,10 @@ log = setup(smk)
 dtype = getattr(torch, params.dtype)
 
 with Step.from_snakemake(smk) as step:
-    revision = HfApi().model_info(params.base, revision=params.revision).sha
-    log.info("%s at revision %s", params.base, revision)
+    revision, pinned_by = resolve(
+        "model", params.base, params.revision, LOCK_DIR,
+        lambda rev: HfApi().model_info(params.base, revision=rev).sha)
+    log.info("%s at revision %s (%s)", params.base, revision, pinned_by)
     with atomic_dir(smk.output.artifact) as tmp:
         # safetensors only: the merge engine refuses pickle checkpoints.
         snapshot_download(params.base, revision=revision, local_dir=tmp,
@@ -44,4 +48,5 @@ with Step.from_snakemake(smk) as step:
             log.info("stored in %s: %s", params.dtype, ", ".join(converted))
         # The download cache inside the snapshot folder is not part of the model.
         shutil.rmtree(Path(tmp) / ".cache", ignore_errors=True)
-    step.note(hub={"model": params.base, "revision": revision}, stored_dtype=params.dtype)
+    step.note(hub={"model": params.base, "revision": revision, "pinned_by": pinned_by},
+              stored_dtype=params.dtype)

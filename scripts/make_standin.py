@@ -1,11 +1,24 @@
 """The stand-in's θ_pre (random tiny Llama-2 shape, BPE without template or pad) and data."""
 
+import csv
+from pathlib import Path
+
 import torch
 
-from mtl.io import atomic_dir, write_jsonl
+from mtl.io import atomic_dir, atomic_file, write_jsonl
 from mtl.provenance import Step
 from mtl.standin import build_model, build_tokenizer, corpus_texts, datasets
 from mtl.stepkit import setup
+
+
+
+def write_tsv(path: str, rows: list[dict]) -> None:
+    with atomic_file(path) as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), delimiter="\t",
+                                lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
 
 smk = snakemake
 spec = smk.params.standin
@@ -14,8 +27,14 @@ log = setup(smk, seed=smk.params.seed)
 with Step.from_snakemake(smk, seed=smk.params.seed, config_keys=["model"]) as step:
     tables = datasets(spec["rows"], smk.params.seed)
     for name in smk.params.sets:
-        write_jsonl(smk.output[name.replace("-", "_")], tables[name])
-        log.info("%s: %d rows", name, len(tables[name]))
+        # Each set in its hub file format: JSON lines, or WildJailbreak's TSV.
+        stem, suffix = Path(name).stem, Path(name).suffix
+        path = smk.output[stem.replace("-", "_")]
+        if suffix == ".tsv":
+            write_tsv(path, tables[stem])
+        else:
+            write_jsonl(path, tables[stem])
+        log.info("%s: %d rows", name, len(tables[stem]))
     tokenizer = build_tokenizer(corpus_texts(tables), spec["vocab"])
     model = build_model(tokenizer, spec["hidden"], spec["layers"], spec["heads"],
                         spec["kv_heads"], spec["intermediate"], spec["max_positions"])

@@ -97,6 +97,7 @@ with Step.from_snakemake(smk, seed=params.seed) as step:
     log.info("%s: %.2fM parameters", regime, sum(p.numel() for p in model.parameters()) / 1e6)
 
     # ---- data
+    truncated_away = 0
     if regime == "pretrain":
         examples = encode_corpus(read_jsonl(smk.input.corpus, required=("text",)), tokenizer,
                                  cfg.max_len)
@@ -114,8 +115,14 @@ with Step.from_snakemake(smk, seed=params.seed) as step:
             rows = general + rows
         examples = encode_chat(rows, tokenizer, cfg.max_len,
                                source=", ".join(map(str, skill_files)))
+        # Rows whose answers lie wholly past max_len are dropped; the record counts them.
+        truncated_away = len(rows) - len(examples)
+        if not examples:
+            raise ValueError(f"{', '.join(map(str, skill_files))}: every row's answer lies past "
+                             f"max_len {cfg.max_len} tokens")
     data_files = [f for f in smk.input if not Path(f).is_dir()]
-    log.info("%d training sequences from %s", len(examples), ", ".join(map(str, data_files)))
+    log.info("%d training sequences from %s; %d rows dropped, their answers past max_len %d",
+             len(examples), ", ".join(map(str, data_files)), truncated_away, cfg.max_len)
 
     # ---- train (resumable) and save
     run_id = fingerprint(regime, init_id, [hash_file(f) for f in data_files], cfg.__dict__,
@@ -159,5 +166,6 @@ with Step.from_snakemake(smk, seed=params.seed) as step:
                                if k != "checkpoint_every"}})
     clear_checkpoint(resume_dir)
     step.note(regime=regime, run_id=run_id, parallel=parallel.__dict__,
+              truncated_away=truncated_away,
               **{k: summary[k] for k in ("steps", "examples", "final_loss", "resumed_from_step",
                                          "padding_share", "processes", "seconds")})

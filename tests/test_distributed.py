@@ -135,8 +135,12 @@ def test_source_filters_on_the_stand_in_schemas():
                                            "include_sources": ["Requests with safety concerns"]},
                        "coconot")
     assert len(safety) == 20
-    science = normalize(tables["SciRIFF-train-mix"], {"include_sources": ["science."]}, "sciriff")
-    assert science and all(r["source"].startswith("science.") for r in science)
+    science = normalize(tables["SciRIFF"], {"prompt_field": "input", "response_field": "output",
+                                            "source_field": "_instance_id",
+                                            "source_delimiter": ":",
+                                            "exclude_sources": ["scierc_ner"]}, "sciriff")
+    assert science and all(":" not in r["source"] and r["source"] != "scierc_ner"
+                           for r in science)
 
 
 # ---- distributed: 2 processes = 1 process, killed + resumed = uninterrupted -------------------

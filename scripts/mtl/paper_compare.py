@@ -1,8 +1,17 @@
-"""Our table 5 beside the paper's published numbers (results/paper_reference.csv)."""
+"""Our table 5 beside the paper's published numbers (results/paper_reference.csv).
+
+Each row also carries the ω our merge applied per skill and the paper's heuristic ω (reference
+rows of table `omega`), flagged where they differ by more than TOLERANCE: such a row merged at
+another point than the paper's, so its scores compare unlike things.
+"""
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
+
+from mtl.omega import TOLERANCE
 
 SKILL_ORDER = ("science", "safety", "coding")
 COLUMNS = ("General", "Science", "Safety", "Coding", "ExRef")
@@ -24,6 +33,26 @@ def row_key(source: str) -> str:
                                                   if s in SKILL_ORDER else len(SKILL_ORDER), s)))
 
 
+def omega_columns(model: dict, key: str, paper_omega: dict[str, float]) -> dict:
+    """Our ω and the paper's for a table 5 row ("+"-joined in skill order), the largest gap
+    and the flag; empty for θ_G (no merge). A skill the paper states no ω for is an error."""
+    skills = [] if key == "baseline" else key.split("+")
+    missing = [s for s in skills if s not in paper_omega]
+    if missing:
+        raise ValueError(f"paper reference: no row of table 'omega' for {missing}")
+    ours = [model.get(f"omega_{s}") for s in skills]
+    if any(w is None or (isinstance(w, float) and math.isnan(w)) for w in ours):
+        raise ValueError(f"table 5 row {model.get('model')!r}: no omega_<skill> value for "
+                         f"{skills}")
+    gap = max((abs(float(w) - paper_omega[s]) for w, s in zip(ours, skills, strict=True)),
+              default=None)
+    return {"omega": "+".join(f"{float(w):.4g}" for w in ours),
+            "omega_paper": "+".join(f"{paper_omega[s]:.4g}" for s in skills),
+            "omega_difference": None if gap is None else round(gap, 4),
+            "omega_flag": (f"ω differs from the paper's by {gap:.3f} > {TOLERANCE}"
+                           if gap is not None and gap > TOLERANCE else "")}
+
+
 def read_reference(path: str) -> pd.DataFrame:
     reference = pd.read_csv(path)
     missing = {"table", "row", "column", "value", "source"} - set(reference.columns)
@@ -36,9 +65,14 @@ def compare(table5: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
     """One row per (model, column) the paper reports: ours, the paper's, ours − paper."""
     published = reference[reference["table"].isin(["table4", "table5"])]
     lookup = {(r.row, r.column): (float(r.value), r.source) for r in published.itertuples()}
+    paper_omega = {r.row: float(r.value) for r in
+                   reference[reference["table"] == "omega"].itertuples()}
     rows = []
     for model in table5.itertuples():
         key = row_key(model.source)
+        if key != "baseline" and not any((key, c) in lookup for c in COLUMNS):
+            continue
+        omegas = omega_columns(model._asdict(), key, paper_omega)
         for column in COLUMNS:
             if (key, column) not in lookup:
                 continue
@@ -47,9 +81,9 @@ def compare(table5: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
             rows.append({"model": model.model, "source": model.source, "column": column,
                          "ours": ours, "paper": paper, "difference": round(ours - paper, 2),
                          "paper_source": source,
-                         "note": GENERAL_NOTE if column == "General" else ""})
+                         "note": GENERAL_NOTE if column == "General" else "", **omegas})
         if key == "baseline":
-            rows.append(_general_without_alpaca(model, reference))
+            rows.append({**_general_without_alpaca(model, reference), **omegas})
     if not rows:
         raise ValueError("table 5 has no row the paper reports (expected 'general' or "
                          "'merge-ta-heuristic-…' sources)")

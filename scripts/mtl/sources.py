@@ -44,6 +44,9 @@ def to_chat(row: Mapping, index: int, spec: Mapping, origin: str) -> dict:
         raise ValueError(f"{where} is missing field {field!r} (data source_field)")
     source = str(row[field] if field else
                  row.get("dataset") or row.get("source") or row.get("_task") or "")
+    if spec.get("source_delimiter"):
+        # SciRIFF's `_instance_id` is "{task}:{split}:{index}": the task is the source.
+        source = source.split(spec["source_delimiter"], 1)[0]
     return {"id": str(row.get("id", index)), "source": source, "family": source,
             "messages": messages}
 
@@ -56,7 +59,11 @@ def keep(source: str, spec: Mapping) -> bool:
 
 
 def normalize(rows: Iterable[Mapping], spec: Mapping, origin: str) -> list[dict]:
-    """Filter by source, cap per source (seeded), and convert to chat rows."""
+    """Filter by source, cap per source, and convert to chat rows.
+
+    The cap keeps each source's first rows in file order (`per_source_order: file`, what
+    SciRIFF's own mixture script does) or a seeded sample (`seeded`, the default).
+    """
     chats = [to_chat(row, i, spec, origin) for i, row in enumerate(rows)]
     chats = [row for row in chats if keep(row["source"], spec)]
     cap = spec.get("per_source_cap")
@@ -64,8 +71,29 @@ def normalize(rows: Iterable[Mapping], spec: Mapping, origin: str) -> list[dict]
         by_source: dict[str, list[dict]] = {}
         for row in chats:
             by_source.setdefault(row["source"], []).append(row)
+        order = spec.get("per_source_order", "seeded")
+        if order not in ("seeded", "file"):
+            raise ValueError(f"{origin}: per_source_order {order!r}: expected seeded or file")
         rng = random.Random(spec.get("seed", 0))
         chosen = {id(r) for group in by_source.values()
-                  for r in (rng.sample(group, cap) if len(group) > cap else group)}
+                  for r in (group[:cap] if order == "file" else
+                            rng.sample(group, cap) if len(group) > cap else group)}
         chats = [row for row in chats if id(row) in chosen]
     return chats
+
+
+def check_expected(count: int, expect: Mapping | None, where: str) -> None:
+    """Stop when the rows left after the filters are not the rows the config expects.
+
+    `expect` is {rows: N, tolerance: t} (t a fraction of N; 0 = exactly N). A hub dataset that
+    changed under the same id, or a filter that no longer matches, is found here, before
+    anything trains on it.
+    """
+    if not expect:
+        return
+    rows, tolerance = expect["rows"], expect.get("tolerance", 0.0)
+    if abs(count - rows) > tolerance * rows:
+        raise ValueError(
+            f"{where}: {count} rows after the filters, but the config expects {rows} "
+            f"(± {tolerance:.1%}, {abs(count - rows)} off): the data or its filters changed"
+        )

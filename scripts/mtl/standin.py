@@ -21,7 +21,14 @@ TULU_SOURCES = ["flan_v2", "cot", "oasst1", "lima", "gpt4_alpaca", "sharegpt", "
                 "open_orca", "code_alpaca", "hard_coded", "science.evidence_inference",
                 "science.qasper_truncated_4000", "science.scifact_json", "science.scierc_ner"]
 SCIRIFF_TASKS = ["annotated_materials_syntheses_events", "chemsum_single_document_summarization",
-                 "genia_ner", "healthver_entailment", "mslr2022_ms2_multidoc_summarization"]
+                 "genia_ner", "healthver_entailment", "mslr2022_ms2_multidoc_summarization",
+                 # Two of the nine evaluation tasks, which the training filter must leave out.
+                 "scierc_ner", "qasper_abstractive_qa"]
+WILDJAILBREAK_TYPES = ["vanilla_harmful", "vanilla_benign", "adversarial_harmful",
+                       "adversarial_benign"]
+# The Tülu row whose prompt is longer than the stand-in's max_len: training drops it (its answer
+# is cut away entirely) and counts it.
+LONG_ROW = 5
 COCONOT_CATEGORIES = ["Requests with safety concerns", "Incomplete requests",
                       "Unsupported requests", "Indeterminate requests", "Humanizing requests"]
 LANGS = ["python", "javascript", "java", "c++", "sql"]
@@ -61,23 +68,32 @@ def _chat(rng: random.Random, words: list[str], source: str) -> list[dict]:
 
 
 def datasets(rows: int, seed: int) -> dict[str, list[dict]]:
-    """Stand-in rows in the real schemas of the paper's four training sets."""
+    """Stand-in rows in the real schemas of the paper's training sets (and CoCoNot, the
+    ungated safety fallback)."""
     rng = random.Random(seed)
     words = _vocabulary(seed)
     tulu = [{"dataset": (s := TULU_SOURCES[i % len(TULU_SOURCES)]), "id": f"{s}_{i}",
              "messages": _chat(rng, words, s)} for i in range(rows)]
-    sciriff = [{"dataset": (s := f"science.{SCIRIFF_TASKS[i % len(SCIRIFF_TASKS)]}"
-                            if i % 2 == 0 else TULU_SOURCES[i % 8]),
-                "id": f"{s}_{i}", "messages": _chat(rng, words, s)} for i in range(rows)]
+    tulu[LONG_ROW]["messages"][0]["content"] = _text(rng, words, 600, 600)
+    sciriff = [{"input": _text(rng, words, 8, 60), "output": _text(rng, words, 2, 40),
+                "_instance_id": f"{SCIRIFF_TASKS[i % len(SCIRIFF_TASKS)]}:train:{i}",
+                "metadata": {"task_family": "ie", "domains": ["biomedicine"]}}
+               for i in range(rows)]
     code = [{"query": _text(rng, words, 6, 40), "answer": _text(rng, words, 10, 80),
              "lang": LANGS[i % len(LANGS)]} for i in range(rows)]
-    # Half the CoCoNot stand-in rows are the safety category the config keeps.
+    # A quarter of the WildJailbreak stand-in rows are the vanilla harmful ones the config keeps.
+    types = [WILDJAILBREAK_TYPES[i % len(WILDJAILBREAK_TYPES)] for i in range(rows)]
+    wildjailbreak = [{"vanilla": _text(rng, words, 4, 30),
+                      "adversarial": _text(rng, words, 8, 40) if t.startswith("adv") else "",
+                      "completion": _text(rng, words, 4, 40), "data_type": t} for t in types]
+    # Half the CoCoNot stand-in rows are the safety category the fallback keeps.
     categories = [COCONOT_CATEGORIES[0 if i % 2 == 0 else 1 + i % 4] for i in range(rows)]
     coconot = [{"id": f"coconot_{i}", "category": c, "subcategory": c.split()[0].lower(),
                 "prompt": _text(rng, words, 4, 30), "response": _text(rng, words, 4, 40)}
                for i, c in enumerate(categories)]
-    return {"tulu-v2-sft-mixture": tulu, "SciRIFF-train-mix": sciriff,
-            "CodeFeedback-Filtered-Instruction": code, "coconot": coconot}
+    return {"tulu-v2-sft-mixture": tulu, "SciRIFF": sciriff,
+            "CodeFeedback-Filtered-Instruction": code, "wildjailbreak": wildjailbreak,
+            "coconot": coconot}
 
 
 def build_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
@@ -113,6 +129,7 @@ def corpus_texts(tables: dict[str, list[dict]]) -> list[str]:
     for rows in tables.values():
         for row in rows:
             texts += [m["content"] for m in row.get("messages", [])]
-            texts += [str(v) for k, v in row.items() if k in ("query", "answer", "prompt",
-                                                                "response")]
+            texts += [str(v) for k, v in row.items()
+                      if k in ("query", "answer", "prompt", "response", "input", "output",
+                               "vanilla", "adversarial", "completion")]
     return texts

@@ -56,7 +56,10 @@ def encode_chat(rows: Sequence[dict], tokenizer, max_len: int, source: str) -> l
     """Tokenize chat rows with the chat template; only assistant tokens carry loss.
 
     The prompt part is the template applied to the turns before each assistant turn with a
-    generation prompt, so the mask matches what the model sees at evaluation time.
+    generation prompt, so the mask matches what the model sees at evaluation time. Rows are cut
+    at `max_len` tokens; a row whose every answer token lies past the cut would train on nothing
+    (its loss is zero, yet it fills a batch slot), so it is dropped: every row gives one example
+    or, cut away, none.
     """
     examples = []
     for index, row in enumerate(rows):
@@ -76,6 +79,8 @@ def encode_chat(rows: Sequence[dict], tokenizer, max_len: int, source: str) -> l
             new_prompt = prompt[len(ids):]
             ids = full
             labels += [IGNORE] * len(new_prompt) + full[len(prompt):]
+        if all(label == IGNORE for label in labels[:max_len]):
+            continue
         examples.append(Example(ids[:max_len], labels[:max_len]))
     return examples
 

@@ -71,6 +71,8 @@ def merge_schema() -> dict[str, Any]:
                 if name not in _FROM_WORKFLOW
             },
             "resize_vocab": {"enum": list(_RESIZE), "default": "refuse"},
+            # How the heuristic ω counts |D| and |G| (mtl.omega); no method option.
+            "omega_sizes": {"enum": ["data", "paper"], "default": "data"},
         },
     }
 
