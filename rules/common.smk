@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 from mtl.cluster import GROWING, merged_resources, on_retry, slurm_resources
 from mtl.suites import SUITES as SUITE_REGISTRY
 from mtl.merge import METHODS, MergeError, Recipe, merge_config
+from mtl.omega import omega_params, plan
 from mtl.stepkit import numerics_settings, pin_environment
 from mtl.world import SKILLS as WORLD_SKILLS
 
@@ -66,6 +67,12 @@ REGIMES = ["ptm", "cft", "rt", "cft-match"]
 SEEDS = list(config["seeds"])
 # Merge methods by their short name in targets (merge-<tag>-…), from the engine's registry.
 METHOD_TAGS = {method.tag: name for name, method in METHODS.items()}
+# merge.omega_sizes: paper without the paper's sizes is named here, before any job is planned.
+omega_params(config["merge"], config["data"], SKILLS)
+# The heuristic ω of each skill beside the paper's, once per run (jobs parse this file again).
+if not TOY and workflow.is_main_process:
+    for line in plan(config["data"], SKILLS, config["merge"]):
+        print(line, file=sys.stderr)
 
 
 def config_recipe(seed=None, **fields):

@@ -60,6 +60,7 @@ rule evaluate_merge:
         **family_resources("evaluate"),
     params:
         **eval_params(seed=wildcard_seed),
+        **omega_param(),
         recipe=merge_params,
     script:
         "../scripts/evaluate.py"

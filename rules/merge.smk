@@ -50,8 +50,9 @@ rule merge_model:
     resources:
         **family_resources("merge"),
     params:
-        recipe=merge_params,
+        **omega_param(),
         # Vectorized kernels fuse ω·τ + θ into one rounding: the numerics change the bytes.
+        recipe=merge_params,
         numerics=NUMERICS,
     script:
         "../scripts/merge.py"

@@ -1,11 +1,12 @@
 """The stand-in (config/standin.yaml): θ_pre and the four training sets made here, not fetched."""
 
 STANDIN = config["model"]["base"] == "standin"
+# Each in its hub dataset's file format (WildJailbreak's train split is a TSV).
 STANDIN_SETS = [
-    "tulu-v2-sft-mixture",
-    "SciRIFF-train-mix",
-    "CodeFeedback-Filtered-Instruction",
-    "coconot",
+    "tulu-v2-sft-mixture.jsonl",
+    "SciRIFF.jsonl",
+    "CodeFeedback-Filtered-Instruction.jsonl",
+    "wildjailbreak.tsv",
 ]
 
 
@@ -17,11 +18,13 @@ if STANDIN:
         output:
             **artifact(THETA_PRE, folder=True),
             **{
-                name.replace("-", "_"): f"results/standin/{name}.jsonl"
+                Path(name).stem.replace("-", "_"): f"results/standin/{name}"
                 for name in STANDIN_SETS
             },
             **{
-                f"{name.replace('-', '_')}_prov": prov(f"results/standin/{name}.jsonl")
+                f"{Path(name).stem.replace('-', '_')}_prov": prov(
+                    f"results/standin/{name}"
+                )
                 for name in STANDIN_SETS
             },
         log:

@@ -15,7 +15,8 @@ from mtl import judges
 from mtl.evaluation import Evaluator, check_model_folder, suite_tasks, toy_task_dir
 from mtl.io import atomic_dir, write_json
 from mtl.memplan import evaluation_plan
-from mtl.merge import Recipe, heuristic_omegas
+from mtl.merge import Recipe
+from mtl.omega import skill_omegas
 from mtl.preflight import check_plan, check_sandbox, gpu_memory
 from mtl.provenance import Step
 from mtl.stepkit import setup
@@ -52,7 +53,8 @@ with Step.from_snakemake(smk, seed=params.seed, config_keys=["evaluation"]) as s
     if recipe is None:
         heuristic, points, merger = None, [("", None)], None
     else:
-        heuristic = heuristic_omegas(smk.input.skill_data, smk.input.general_data)
+        heuristic = skill_omegas(smk.input.skill_data, smk.input.general_data,
+                                 params.get("omega_sizes"))
         points = recipe.points(heuristic)
         merger = recipe.in_place(model, getattr(smk.input, recipe.skill_inputs),
                                  smk.input.get("theta_pre"))

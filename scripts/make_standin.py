@@ -11,7 +11,6 @@ from mtl.standin import build_model, build_tokenizer, corpus_texts, datasets
 from mtl.stepkit import setup
 
 
-
 def write_tsv(path: str, rows: list[dict]) -> None:
     with atomic_file(path) as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]), delimiter="\t",

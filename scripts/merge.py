@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from mtl.merge import Recipe, heuristic_omegas
+from mtl.merge import Recipe
+from mtl.omega import skill_omegas
 from mtl.provenance import Step
 from mtl.stepkit import setup
 
@@ -11,7 +12,8 @@ recipe = Recipe.from_params(smk.params.recipe)
 log = setup(smk, seed=recipe.seed)
 
 with Step.from_snakemake(smk, seed=recipe.seed, config_keys=["merge"]) as step:
-    omegas = heuristic_omegas(smk.input.skill_data, smk.input.general_data)
+    omegas = skill_omegas(smk.input.skill_data, smk.input.general_data,
+                          smk.params.get("omega_sizes"))
     ((_, omega),) = recipe.points(omegas)
     (written,) = recipe.to_disk(smk.input.theta_general, [omega], [Path(smk.output.artifact)],
                                 getattr(smk.input, recipe.skill_inputs),

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from mtl.omega import expected_rows, heuristic, omega_params, plan
+from mtl.omega import expected_rows, omega_params, plan, skill_omegas
 from mtl.paper_compare import compare, omega_columns, read_reference
 from mtl.pins import lock_path, resolve
 from mtl.sources import check_expected, normalize
@@ -158,9 +158,9 @@ def write_subset(path: Path, n: int, n_source: int) -> Path:
 def test_omega_from_the_data_or_from_the_papers_sizes(tmp_path):
     general = write_subset(tmp_path / "g.jsonl", 40, 40)
     science = write_subset(tmp_path / "s.jsonl", 5, 10)  # half the science set
-    assert heuristic([science], general, None) == [pytest.approx(5 / 40)]
+    assert skill_omegas([science], general, None) == [pytest.approx(5 / 40)]
     paper = {"general": 275_000, "skills": [61_000]}
-    assert heuristic([science], general, paper) == [pytest.approx(30_500 / 275_000)]
+    assert skill_omegas([science], general, paper) == [pytest.approx(30_500 / 275_000)]
 
 
 def test_paper_omega_needs_every_papers_size():

@@ -80,6 +80,11 @@ def test_standin_trains_theta_g_and_theta_d_in_two_processes(run):
     general = (workdir / "results" / "sources" / "general.jsonl").read_text()
     assert '"source": "science' not in general and '"source": "code_alpaca"' not in general
     assert rows(workdir / "results" / "sources" / "safety.jsonl") > 0
+    # A Tülu row longer than max_len loses its whole answer: dropped, and the record counts it.
+    record = json.loads((models / "general.prov.json").read_text())
+    assert record["notes"]["truncated_away"] == 1, record["notes"]
+    assert record["notes"]["examples"] == rows(workdir / "results" / "data" / "general" /
+                                               "all.jsonl") - 1
 
 
 @pytest.mark.slow
@@ -159,3 +164,8 @@ def test_standin_evaluates_the_paper_tasks_to_table5(run):
     assert set(comparison["source"]) <= set(table["source"]) and len(comparison) > 0
     assert (comparison["difference"] - (comparison["ours"] - comparison["paper"])).abs().max() \
         < 0.01
+    # Our ω beside the paper's per row; the stand-in's data sizes are far from the paper's.
+    merges = comparison[comparison["source"] != "general"]
+    assert merges["omega"].notna().all() and merges["omega_paper"].notna().all()
+    assert (merges["omega_flag"].fillna("") != "").all()
+    assert (merges["omega_difference"] > 0.02).all()

@@ -64,6 +64,9 @@ FETCH_KEYS = [
     "exclude_sources",
     "include_sources",
     "per_source_cap",
+    "per_source_order",
+    "source_delimiter",
+    "load_options",
     "prompt_field",
     "response_field",
 ]

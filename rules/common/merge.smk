@@ -44,3 +44,18 @@ def merge_eval_inputs(wildcards):
 
 def merge_params(wildcards):
     return merge_recipe(wildcards).to_params()
+
+
+def omega_param():
+    """The paper's dataset sizes for merge.omega_sizes: paper, as a param of the merge rules;
+    nothing in the default (ω from the data trained), so those jobs keep their params.
+    """
+    if config["merge"]["omega_sizes"] == "data":
+        return {}
+    return {
+        "omega_sizes": lambda wc: omega_params(
+            config["merge"],
+            config["data"],
+            [skill for skill, _ in parse_skillset(wc.skillset)],
+        )
+    }

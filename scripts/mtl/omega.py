@@ -59,8 +59,8 @@ def subset_share(path: str | Path) -> float:
     return notes["n_examples"] / notes["n_source"]
 
 
-def heuristic(skill_data: Sequence[str | Path], general_data: str | Path,
-              paper: Mapping | None) -> list[float]:
+def skill_omegas(skill_data: Sequence[str | Path], general_data: str | Path,
+                 paper: Mapping | None) -> list[float]:
     """ω_k per skill: |D_k|/|G| of the data trained, or the paper's sizes (`omega_params`)."""
     if paper is None:
         return heuristic_omegas(skill_data, general_data)
