@@ -186,6 +186,9 @@ def test_the_plan_sets_our_omega_beside_the_papers_and_flags_a_gap():
     assert "ours 0.240 (merge.omega_sizes: paper)" in paper and "differs" not in paper
     assert expected_rows({"expect": {"rows": 1000}}, "20pct") == 200
     assert expected_rows({"expect": {"rows": 1000}}, "n50") == 50
+    capped = {"expect": {"rows": 1000}, "per_source_cap": 2500}
+    assert expected_rows(capped, "pertask2500") == 1000
+    assert expected_rows(capped, "pertask100") is None
 
 
 def test_table5_beside_the_paper_carries_both_omegas_and_flags_a_gap():

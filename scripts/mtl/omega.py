@@ -76,8 +76,12 @@ _SIZE = re.compile(r"^(?:all|(\d+)pct|n(\d+))$")
 
 def expected_rows(entry: Mapping, size: str) -> int | None:
     """The rows a subset is expected to hold, from the dataset's `expect.rows`; None where the
-    size depends on the data (pertask<N>) or nothing is expected."""
+    size depends on the data (pertask<N> below the fetch's per-source cap) or nothing is
+    expected."""
     rows = (entry.get("expect") or {}).get("rows")
+    cap = entry.get("per_source_cap")
+    if size.startswith("pertask") and cap and int(size.removeprefix("pertask")) >= cap:
+        size = "all"  # the fetch already kept at most `cap` rows per task
     match = _SIZE.match(size)
     if rows is None or not match:
         return None
