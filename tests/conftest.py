@@ -1,6 +1,9 @@
-"""Shared test setup: import `mtl` from scripts/ and keep Hugging Face libraries offline."""
+"""Shared test setup: import `mtl` from scripts/ and keep Hugging Face libraries offline; the
+test config's workflow runs that many tests read, each built once per session in the
+background (tests/workflow.py), with the fast tests ordered first so they run meanwhile."""
 
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -16,30 +19,68 @@ if str(SRC) not in sys.path:
 
 import pytest  # noqa: E402
 from workflow import (  # noqa: E402
+    BUILDS,
     STANDIN_CONFIG,
     STANDIN_MERGE,
     STANDIN_TABLES,
     TEST_CONFIG,
+    background_build,
+    clone_run,
     copy_repo,
     snakemake,
 )
 
 
-@pytest.fixture(scope="session")
-def toy_run(tmp_path_factory) -> Path:
-    """The test config's whole DAG to results/table5.csv, built once in a fresh copy."""
-    workdir = copy_repo(tmp_path_factory.mktemp("toy-run") / "repo")
+@background_build
+def toy_run(folder: Path) -> Path:
+    """The test config's DAG to results/table5.csv, built once in a fresh copy."""
+    workdir = copy_repo(folder / "repo")
     snakemake(workdir, "results/table5.csv", "--cores", "2", *TEST_CONFIG)
     return workdir
 
 
-@pytest.fixture(scope="session")
-def standin_run(tmp_path_factory) -> tuple[Path, str]:
+@background_build
+def standin_run(folder: Path) -> tuple[Path, str]:
     """The stand-in to its kept merge and table 5, built once in a fresh copy (its tests read it;
     the SLURM test compares its own run's artifacts with it); the copy and snakemake's output."""
-    workdir = copy_repo(tmp_path_factory.mktemp("standin") / "repo")
+    workdir = copy_repo(folder / "repo")
     start = time.monotonic()
     done = snakemake(workdir, "--cores", "2", "--keep-going", *STANDIN_CONFIG, "--",
                      STANDIN_MERGE, *STANDIN_TABLES, check=False)
     print(f"stand-in build: {time.monotonic() - start:.0f} s")  # shown with -s / -rP
     return workdir, done.stdout + done.stderr
+
+
+@background_build
+def full_run(folder: Path) -> Path:
+    """The test config's default target (every table, figure, all_results and claims), built
+    once on a copy of `toy_run`: the jobs past table 5 only."""
+    run = clone_run(BUILDS.start("toy_run").result(), folder / "run")
+    snakemake(run, "--cores", "2", *TEST_CONFIG)
+    return run
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Fast tests first (in their usual order), so the background builds run while they do;
+    then the SLURM tests, whose runs mostly wait on the scheduler while the builds go on; then
+    the other slow tests."""
+
+    def phase(item: pytest.Item) -> int:
+        if item.get_closest_marker("slow") is None:
+            return 0
+        return 1 if item.get_closest_marker("slurm") else 2
+
+    items.sort(key=phase)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    used = {name for item in session.items for name in getattr(item, "fixturenames", ())}
+    started = BUILDS.start_needed(used)
+    if started and session.config.get_verbosity() >= 0:
+        print(f"\nbuilding in the background: {', '.join(started)} (in {BUILDS.root})")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Builds are kept for inspection when a test failed, removed otherwise."""
+    if BUILDS.root and exitstatus == 0 and os.environ.get("MTL_KEEP_BUILDS") != "1":
+        shutil.rmtree(BUILDS.root, ignore_errors=True)

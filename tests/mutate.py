@@ -1,6 +1,6 @@
 """Mutation check: deliberate bugs that the fast tests must catch.
 
-    python tests/mutate.py [--only NAME ...]
+    python tests/mutate.py [--only NAME ...] [--jobs N]
 
 Every tests/mutations/*.yaml is a list of mutations, each
     {name, file, find, replace, tests: [pytest arguments]}
@@ -10,6 +10,12 @@ fresh clone has) each mutation in turn replaces `find` by `replace` and runs
 which must FAIL: a mutation the tests pass on has survived. Each test selection is first run on
 the unmutated copy and must pass, so a failure is the mutation's doing.
 
+`--jobs N` (default: one per CPU) judges N mutations at once, each in its own scratch copy: a
+pytest run is one process on one core, so N cores judge N mutations in the time of one. Each
+run is a fresh process forked from a server that imported the third-party libraries once
+(torch, transformers, pandas: most of a small selection's time is their import); the copy's
+own modules, tests and conftest are imported anew in every run, so each sees its mutation.
+
 Prints a table (mutation, result, seconds, the test that caught it); exits 1 when a mutation
 survived or could not be judged (a selection that fails unmutated, a mutation that breaks
 collection or runs past the time limit), naming each; 2 for a malformed mutation file.
@@ -18,14 +24,22 @@ collection or runs past the time limit), naming each; 2 for a malformed mutation
 from __future__ import annotations
 
 import argparse
+import contextlib
+import multiprocessing
 import os
+import queue
 import re
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+import traceback
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn, TypeVar
 
 import yaml
 
@@ -35,6 +49,9 @@ from workflow import REPO, copy_repo, env  # noqa: E402
 
 MUTATIONS = HERE / "mutations"
 TIMEOUT = 600
+PYTEST_ARGS = ("-x", "-q", "-m", "not slow", "-p", "no:cacheprovider")
+# Imported once by the fork server (see the module's docstring); none of them is ours.
+PRELOAD = ["torch", "transformers", "safetensors.torch", "numpy", "pandas", "yaml", "pytest"]
 FIELDS = ("name", "file", "find", "replace", "tests")
 _FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)", re.MULTILINE)
 
@@ -106,19 +123,94 @@ def load(folder: Path, repo: Path) -> list[Mutation]:
     return mutations
 
 
-def run_tests(workdir: Path, tests: tuple[str, ...]) -> tuple[int | None, str, float]:
-    """(pytest's exit code or None on timeout, its output, seconds) in `workdir`."""
-    started = time.monotonic()
-    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-m", "not slow", "-p",
-           "no:cacheprovider", *tests]
+def _variables(workdir: Path) -> dict[str, str]:
     # Programs the tests start (`python -m mtl.audit`, step scripts) import the mutated copy's
     # library too, not an installed one.
     variables = env()
     variables["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(workdir / "scripts"), variables.get("PYTHONPATH")]))
+    return variables
+
+
+# The fork server of main(); None: each run starts its own Python (run_tests' default).
+_SERVER: multiprocessing.context.ForkServerContext | None = None
+
+
+def start_fork_server(preload: list[str]) -> None:
+    """Runs from now on fork from a server that has imported `preload` (env() set first, as
+    the conftest would, for libraries that read it at import)."""
+    global _SERVER
+    os.environ.update(env())
+    _SERVER = multiprocessing.get_context("forkserver")
+    _SERVER.set_forkserver_preload(preload)
+
+
+def _pytest_in(workdir: Path, tests: tuple[str, ...], log: Path) -> NoReturn:
+    """A forked run: pytest on `tests` in `workdir`, output to `log`, its exit code written to
+    `log`.code (so that a process that died before pytest ran is not read as failing tests).
+    Our modules the server or the caller imported (mutate, workflow, mtl, conftest, test files)
+    are dropped so that the copy's, mutated, are imported."""
+    code = 3
     try:
-        done = subprocess.run(cmd, cwd=workdir, env=variables, capture_output=True, text=True,
-                              timeout=TIMEOUT)
+        os.setsid()  # its own process group, so a timeout stops what the tests started too
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.chdir(workdir)
+        variables = _variables(workdir)
+        os.environ.clear()
+        os.environ.update(variables)
+        ours = tuple(str(p) for p in (REPO / "tests", REPO / "scripts", workdir))
+        sys.path[:] = [p for p in sys.path if not p.startswith(ours)]
+        for name, module in list(sys.modules.items()):
+            if name != "__main__" and (getattr(module, "__file__", None) or "").startswith(ours):
+                del sys.modules[name]
+        import pytest
+
+        # Plugins the preloaded libraries imported (anyio's) cannot be assertion-rewritten;
+        # pytest says so, about them only: ours are imported anew.
+        quiet = ["-W", "ignore::pytest.PytestAssertRewriteWarning"]
+        code = int(pytest.main([*PYTEST_ARGS, *quiet, *tests]))
+        Path(f"{log}.code").write_text(str(code))
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _forked(workdir: Path, tests: tuple[str, ...]) -> tuple[int | None, str]:
+    assert _SERVER is not None
+    with tempfile.TemporaryDirectory(prefix="mtl-mutate-run-") as tmp:
+        log = Path(tmp) / "output"
+        process = _SERVER.Process(target=_pytest_in, args=(workdir, tests, log))
+        process.start()
+        process.join(TIMEOUT)
+        if process.is_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.join()
+            code = None
+        else:
+            result = Path(f"{log}.code")
+            code = int(result.read_text()) if result.exists() else -1
+        output = log.read_text(errors="replace") if log.exists() else ""
+        if code == -1:
+            output += f"\nmutate: the forked run ended (exit {process.exitcode}) before pytest did"
+    return code, output
+
+
+def run_tests(workdir: Path, tests: tuple[str, ...]) -> tuple[int | None, str, float]:
+    """(pytest's exit code or None on timeout, its output, seconds) in `workdir`."""
+    started = time.monotonic()
+    if _SERVER is not None:
+        code, output = _forked(workdir, tests)
+        return code, output, time.monotonic() - started
+    cmd = [sys.executable, "-m", "pytest", *PYTEST_ARGS, *tests]
+    try:
+        done = subprocess.run(cmd, cwd=workdir, env=_variables(workdir), capture_output=True,
+                              text=True, timeout=TIMEOUT)
     except subprocess.TimeoutExpired as err:
         output = (err.stdout or b"").decode() if isinstance(err.stdout, bytes) else err.stdout
         return None, output or "", time.monotonic() - started
@@ -142,6 +234,32 @@ def judge(workdir: Path, mutation: Mutation) -> Outcome:
     return Outcome(mutation, result, seconds, output=output)
 
 
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def in_copies(copies: list[Path], work: Callable[[Path, T], R], items: Iterable[T],
+              done: Callable[[R], None]) -> list[R]:
+    """`work(copy, item)` for every item, as many at once as there are copies, each call holding
+    one copy (a mutation changes a file of its copy) until it returns; `done` sees each result
+    as it comes. Results in the order of `items`."""
+    free: queue.Queue[Path] = queue.Queue()
+    for copy in copies:
+        free.put(copy)
+
+    def one(item: T) -> R:
+        copy = free.get()
+        try:
+            result = work(copy, item)
+        finally:
+            free.put(copy)
+        done(result)
+        return result
+
+    with ThreadPoolExecutor(max_workers=len(copies)) as pool:
+        return list(pool.map(one, items))
+
+
 def table(outcomes: list[Outcome]) -> str:
     rows = [("mutation", "result", "seconds", "caught by")]
     rows += [(o.mutation.name, o.result, f"{o.seconds:.1f}", o.caught_by) for o in outcomes]
@@ -156,6 +274,8 @@ def table(outcomes: list[Outcome]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run these mutations only")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, metavar="N",
+                        help="mutations judged at once (default: one per CPU)")
     parser.add_argument("--folder", type=Path, default=MUTATIONS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
@@ -170,22 +290,37 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         mutations = [m for m in mutations if m.name in args.only]
 
+    if args.jobs < 1:
+        print(f"mutate: --jobs must be at least 1, not {args.jobs}", file=sys.stderr)
+        return 2
+
     started = time.monotonic()
+    start_fork_server(PRELOAD)
     with tempfile.TemporaryDirectory(prefix="mtl-mutate-") as tmp:
-        workdir = copy_repo(Path(tmp) / "repo")
-        for tests in dict.fromkeys(m.tests for m in mutations):
-            code, output, seconds = run_tests(workdir, tests)
-            if code != 0:
-                print(output[-3000:])
-                print(f"mutate: the unmutated copy fails `pytest {' '.join(tests)}` (exit {code}),"
-                      f" so no mutation of it can be judged", file=sys.stderr)
-                return 1
-            print(f"baseline passes in {seconds:.1f}s: {' '.join(tests)}", flush=True)
-        outcomes = []
-        for mutation in mutations:
-            outcome = judge(workdir, mutation)
-            print(f"{outcome.result:8} {outcome.seconds:6.1f}s  {mutation.name}", flush=True)
-            outcomes.append(outcome)
+        jobs = min(args.jobs, len(mutations))
+        copies = [copy_repo(Path(tmp) / f"repo-{n}") for n in range(jobs)]
+        selections = list(dict.fromkeys(m.tests for m in mutations))
+
+        def baseline_done(result: tuple[tuple[str, ...], int | None, str, float]) -> None:
+            tests, code, _, seconds = result
+            if code == 0:
+                print(f"baseline passes in {seconds:.1f}s: {' '.join(tests)}", flush=True)
+
+        baselines = in_copies(copies, lambda copy, tests: (tests, *run_tests(copy, tests)),
+                              selections, baseline_done)
+        failing = [(tests, code, output) for tests, code, output, _ in baselines if code != 0]
+        for tests, code, output in failing:
+            print(output[-3000:])
+            print(f"mutate: the unmutated copy fails `pytest {' '.join(tests)}` (exit {code}),"
+                  f" so no mutation of it can be judged", file=sys.stderr)
+        if failing:
+            return 1
+
+        def judged(outcome: Outcome) -> None:
+            print(f"{outcome.result:8} {outcome.seconds:6.1f}s  {outcome.mutation.name}",
+                  flush=True)
+
+        outcomes = in_copies(copies, judge, mutations, judged)
 
     print(f"\n{table(outcomes)}\n")
     bad = [o for o in outcomes if o.result != "caught"]
@@ -195,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
         if outcome.result == "BROKEN":
             print(outcome.output[-2000:], file=sys.stderr)
     minutes = (time.monotonic() - started) / 60
-    print(f"{len(outcomes) - len(bad)} of {len(outcomes)} mutations caught in {minutes:.1f} min")
+    print(f"{len(outcomes) - len(bad)} of {len(outcomes)} mutations caught in {minutes:.1f} min"
+          f" ({jobs} at once)")
     return 1 if bad else 0
 
 

@@ -1,6 +1,6 @@
 """Every merge method from a target on config/test.yaml, in memory and on disk; the recorded ω
 against the subset sizes; bad recipes named before any job runs; merge.method driving the
-tables. The runs share the session's `toy_run` (tests/conftest.py)."""
+tables. The runs share the session's `toy_run` and `full_run` (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -43,8 +43,9 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
     return {k: v for f in sorted(folder.glob("*.safetensors")) for k, v in load_file(f).items()}
 
 
-def test_every_method_runs_from_its_target_in_memory_and_on_disk(toy_run, tmp_path):
-    run = clone_run(toy_run, tmp_path / "run")
+def test_every_method_runs_from_its_target_in_memory_and_on_disk(full_run, tmp_path):
+    # On a copy of the whole DAG's run: the θ_CFT models WiSE-FT merges are built there already.
+    run = clone_run(full_run, tmp_path / "run")
     ids = {name: f"merge-{method.tag}-heuristic-science-all" for name, method in METHODS.items()}
     targets = [seeded(kind, i) for i in ids.values() for kind in ("merged", "evals")]
     snakemake(run, *targets, "--cores", "2", *TEST_CONFIG)

@@ -3,11 +3,15 @@ one they notice is caught, and the shipped mutation files all apply to this repo
 
 from __future__ import annotations
 
+import multiprocessing
+import threading
+import time
 from pathlib import Path
 
+import mutate
 import pytest
 import yaml
-from mutate import MUTATIONS, REPO, Mutation, MutationFileError, judge, load
+from mutate import MUTATIONS, REPO, Mutation, MutationFileError, in_copies, judge, load, main
 
 ENTRY = {"name": "flip", "file": "lib.py", "find": "return a + b", "replace": "return a - b",
          "tests": ["test_lib.py"]}
@@ -49,7 +53,17 @@ def test_a_name_used_twice_is_refused(repo, tmp_path):
         load(folder, repo)
 
 
-def test_caught_and_surviving_mutations_and_the_file_is_restored(repo):
+@pytest.fixture(params=["subprocess", "forked"])
+def runs(request, monkeypatch):
+    """Each pytest run a Python of its own, or forked from a server (what main() uses)."""
+    if request.param == "forked":
+        server = multiprocessing.get_context("forkserver")
+        server.set_forkserver_preload(["yaml"])
+        monkeypatch.setattr(mutate, "_SERVER", server)
+    return request.param
+
+
+def test_caught_and_surviving_mutations_and_the_file_is_restored(repo, runs):
     original = (repo / "lib.py").read_text()
     caught = judge(repo, Mutation("flip", "lib.py", "return a + b", "return a - b",
                                   ("test_lib.py",), "m.yaml"))
@@ -63,6 +77,57 @@ def test_caught_and_surviving_mutations_and_the_file_is_restored(repo):
     assert (repo / "lib.py").read_text() == original
 
 
+def test_a_run_past_the_time_limit_is_stopped(repo, runs, monkeypatch):
+    monkeypatch.setattr(mutate, "TIMEOUT", 3)
+    (repo / "test_slow.py").write_text("import time\n\n\ndef test_sleeps():\n"
+                                       "    time.sleep(1000)\n")
+    started = time.monotonic()
+    code, _, _ = mutate.run_tests(repo, ("test_slow.py",))
+    # Stopped at the limit (plus a loaded machine's start-up), not when the test ends.
+    assert code is None and time.monotonic() - started < 500
+
+
 def test_the_shipped_mutations_apply_to_this_repository():
     mutations = load(MUTATIONS, REPO)
     assert {Path(m.file).name for m in mutations} >= {"audit.py", "tables.py", "evaluation.py"}
+
+
+def test_mutations_are_judged_in_parallel_each_in_a_copy_of_its_own(repo, tmp_path):
+    """Two copies: two judgements at once (they meet at a barrier), never two in one copy, and
+    the outcomes come back in the mutations' order with every file restored."""
+    copies = [repo, tmp_path / "second"]
+    copies[1].mkdir()
+    for name in ("lib.py", "test_lib.py"):
+        (copies[1] / name).write_text((repo / name).read_text())
+    meet = threading.Barrier(2, timeout=60)
+    in_use: list[Path] = []
+    lock = threading.Lock()
+
+    def work(copy: Path, mutation: Mutation):
+        with lock:
+            assert copy not in in_use
+            in_use.append(copy)
+        if mutation.name in ("flip", "dead"):
+            meet.wait()
+        try:
+            return judge(copy, mutation)
+        finally:
+            with lock:
+                in_use.remove(copy)
+
+    mutations = [Mutation("flip", "lib.py", "return a + b", "return a - b", ("test_lib.py",),
+                          "m.yaml"),
+                 Mutation("dead", "lib.py", "return 1", "return 2", ("test_lib.py",), "m.yaml"),
+                 Mutation("flip-again", "lib.py", "return a + b", "return a * b",
+                          ("test_lib.py",), "m.yaml")]
+    seen = []
+    outcomes = in_copies(copies, work, mutations, lambda outcome: seen.append(outcome))
+    assert [o.result for o in outcomes] == ["caught", "SURVIVED", "caught"]
+    assert sorted(o.mutation.name for o in seen) == sorted(m.name for m in mutations)
+    for copy in copies:
+        assert (copy / "lib.py").read_text() == (repo / "lib.py").read_text()
+
+
+def test_jobs_below_one_is_refused(capsys):
+    assert main(["--jobs", "0", "--only", load(MUTATIONS, REPO)[0].name]) == 2
+    assert "--jobs must be at least 1" in capsys.readouterr().err

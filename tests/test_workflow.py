@@ -115,9 +115,8 @@ def test_table5_omegas_are_the_subset_size_ratios_of_the_merged_skills(toy_run):
 TABLE3_PROCEDURES = ["θ_G", "CFT", "RT", "PTM heuristic ω", "PTM best ω"]
 
 
-def test_table3_compares_cft_rt_and_ptm_from_the_eval_jsons(toy_run, tmp_path):
-    run = clone_run(toy_run, tmp_path / "run")
-    snakemake(run, "results/table3.csv", "--cores", "2", *TEST_CONFIG)
+def test_table3_compares_cft_rt_and_ptm_from_the_eval_jsons(full_run):
+    run = full_run
     table = pd.read_csv(run / "results/table3.csv")
     assert table.groupby("skill", sort=False)["procedure"].apply(list).to_dict() == {
         skill: TABLE3_PROCEDURES for skill in SKILLS

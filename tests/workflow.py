@@ -1,5 +1,6 @@
 """Helpers for tests that run the workflow: a fresh copy of the repository, snakemake in it,
-the jobs a dry run plans, and the content hashes its provenance records carry."""
+the jobs a dry run plans, the content hashes its provenance records carry, and workflow runs
+built in the background while other tests run."""
 
 from __future__ import annotations
 
@@ -9,13 +10,20 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_CONFIG = ["--configfile", "config/test.yaml"]
 RESULT_SOURCES = {"results/paper_reference.csv"}
+# Per thread: a background build's environment (see env() and Build).
+_THREAD = threading.local()
 
 
 def _seeds(*configs: str) -> list[int]:
@@ -78,7 +86,9 @@ def clone_run(src: Path, dest: Path) -> Path:
 
 
 def env() -> dict[str, str]:
-    out = dict(os.environ)
+    # A background build uses the environment of the moment it started, so that a test changing
+    # os.environ meanwhile (monkeypatch) cannot reach the build's jobs.
+    out = dict(getattr(_THREAD, "environ", os.environ))
     # Jobs must find this same Python (pytest may run from .venv/bin without it on PATH).
     out["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{out.get('PATH', '')}"
     out.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
@@ -141,3 +151,85 @@ def prov_hashes(workdir: Path) -> dict[str, str]:
             prov.read_text())["hash"]
         for prov in sorted((workdir / "results").rglob("*.prov.json"))
     }
+
+
+# ---- workflow runs built in the background ---------------------------------------------------
+#
+# A slow test's workflow run (minutes of jobs) starts when collection ends, in a thread, and the
+# fixture that returns it waits for it. The fast tests run meanwhile (conftest orders them
+# first), so a core the run leaves idle (a one-core run, the serial stretches of a DAG, a job
+# waiting on SLURM) does their work instead of idling until the run is needed.
+
+BuildFunction = Callable[[Path], Any]
+_BUILDS: dict[str, BuildFunction] = {}
+
+
+class Build:
+    """One background build: `function(folder)` in a thread; `result()` waits and returns it
+    (or raises what it raised)."""
+
+    def __init__(self, name: str, function: BuildFunction, root: Path) -> None:
+        self.name = name
+        self._outcome: tuple[bool, Any] | None = None
+        folder = root / name
+        folder.mkdir(parents=True)
+        self._thread = threading.Thread(target=self._run, args=(function, folder,
+                                                                dict(os.environ)),
+                                        name=f"build-{name}", daemon=True)
+        self._thread.start()
+
+    def _run(self, function: BuildFunction, folder: Path, environ: dict[str, str]) -> None:
+        _THREAD.environ = environ
+        try:
+            self._outcome = (True, function(folder))
+        except BaseException as err:  # re-raised in the test that needs the build
+            self._outcome = (False, err)
+
+    def result(self) -> Any:
+        self._thread.join()
+        assert self._outcome is not None
+        ok, value = self._outcome
+        if not ok:
+            raise value
+        return value
+
+
+class Builds:
+    """The session's background builds, started on demand or at the end of collection."""
+
+    def __init__(self) -> None:
+        self.root: Path | None = None  # made with the first build
+        self._started: dict[str, Build] = {}
+        self._lock = threading.Lock()
+
+    def start(self, name: str) -> Build:
+        with self._lock:
+            if self.root is None:
+                self.root = Path(tempfile.mkdtemp(prefix="mtl-builds-"))
+            if name not in self._started:
+                self._started[name] = Build(name, _BUILDS[name], self.root)
+            return self._started[name]
+
+    def start_needed(self, fixture_names: set[str]) -> list[str]:
+        """Start every registered build a selected test uses; returns their names."""
+        needed = [name for name in _BUILDS if name in fixture_names]
+        for name in needed:
+            self.start(name)
+        return needed
+
+
+BUILDS = Builds()
+
+
+def background_build(function: BuildFunction) -> Any:
+    """Register `function(folder) -> value` as a background build and return a session fixture
+    of the same name whose value is the build's. A build may wait for another through
+    `BUILDS.start(name).result()`."""
+    _BUILDS[function.__name__] = function
+
+    @pytest.fixture(scope="session", name=function.__name__)
+    def fixture() -> Any:
+        return BUILDS.start(function.__name__).result()
+
+    fixture.__doc__ = function.__doc__
+    return fixture
