@@ -36,6 +36,9 @@ def toy_run(folder: Path) -> Path:
     """The test config's DAG to results/table5.csv, built once in a fresh copy."""
     workdir = copy_repo(folder / "repo")
     snakemake(workdir, "results/table5.csv", "--cores", "2", *TEST_CONFIG)
+    if BUILDS.started("full_run"):
+        # full_run's copy is taken before any test can run snakemake in this one.
+        clone_run(workdir, folder / "for-full-run")
     return workdir
 
 
@@ -55,7 +58,10 @@ def standin_run(folder: Path) -> tuple[Path, str]:
 def full_run(folder: Path) -> Path:
     """The test config's default target (every table, figure, all_results and claims), built
     once on a copy of `toy_run`: the jobs past table 5 only."""
-    run = clone_run(BUILDS.start("toy_run").result(), folder / "run")
+    toy = BUILDS.start("toy_run").result()
+    run = toy.parent / "for-full-run"
+    if not run.exists():  # full_run was asked for after toy_run was handed to tests
+        run = clone_run(toy, folder / "run")
     snakemake(run, "--cores", "2", *TEST_CONFIG)
     return run
 
@@ -74,6 +80,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
+    if session.config.option.collectonly:
+        return
     used = {name for item in session.items for name in getattr(item, "fixturenames", ())}
     started = BUILDS.start_needed(used)
     if started and session.config.get_verbosity() >= 0:
@@ -81,6 +89,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Builds are kept for inspection when a test failed, removed otherwise."""
+    """Builds still running are stopped; they are kept for inspection when a test failed,
+    removed otherwise."""
+    BUILDS.stop()
     if BUILDS.root and exitstatus == 0 and os.environ.get("MTL_KEEP_BUILDS") != "1":
         shutil.rmtree(BUILDS.root, ignore_errors=True)

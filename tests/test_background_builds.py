@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,3 +70,23 @@ def test_a_build_keeps_the_environment_it_started_with(builds, monkeypatch):
     go.set()
     assert build.result() == "at start"
     assert workflow.env()["MTL_PROBE"] == "changed by a test" == os.environ["MTL_PROBE"]
+
+
+def test_a_build_still_running_at_the_end_is_stopped(builds, tmp_path):
+    """A session that ends before a build is needed (-x, an interrupt) leaves no workflow
+    running: its snakemake process is terminated."""
+    (tmp_path / "Snakefile").write_text(
+        'rule wait:\n    output: "done"\n    shell: "sleep 600 && touch {output}"\n')
+
+    def slow(folder: Path):
+        return workflow.snakemake(tmp_path, "--cores", "1", check=False)
+
+    workflow._BUILDS["slow"] = slow
+    build = builds.start("slow")
+    deadline = time.monotonic() + 120
+    while not build.processes and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert build.processes, "the build never started snakemake"
+    builds.stop()
+    done = build.result()
+    assert done.returncode != 0 and not (tmp_path / "done").exists()

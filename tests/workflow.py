@@ -97,9 +97,18 @@ def env() -> dict[str, str]:
 
 def snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = 1800,
               extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir,
-                          env={**env(), **(extra_env or {})}, capture_output=True, text=True,
-                          timeout=timeout)
+    command = [sys.executable, "-m", "snakemake", *args]
+    with subprocess.Popen(command, cwd=workdir, env={**env(), **(extra_env or {})},
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        # A background build's snakemake, so that the session's end can stop it (see Builds).
+        getattr(_THREAD, "processes", []).append(proc)
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise
+    done = subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
     if check and done.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({done.returncode}):\n"
                              f"{done.stdout[-4000:]}\n{done.stderr[-6000:]}")
@@ -170,6 +179,7 @@ class Build:
 
     def __init__(self, name: str, function: BuildFunction, root: Path) -> None:
         self.name = name
+        self.processes: list[subprocess.Popen] = []  # its snakemake calls
         self._outcome: tuple[bool, Any] | None = None
         folder = root / name
         folder.mkdir(parents=True)
@@ -180,6 +190,7 @@ class Build:
 
     def _run(self, function: BuildFunction, folder: Path, environ: dict[str, str]) -> None:
         _THREAD.environ = environ
+        _THREAD.processes = self.processes
         try:
             self._outcome = (True, function(folder))
         except BaseException as err:  # re-raised in the test that needs the build
@@ -209,6 +220,17 @@ class Builds:
             if name not in self._started:
                 self._started[name] = Build(name, _BUILDS[name], self.root)
             return self._started[name]
+
+    def started(self, name: str) -> bool:
+        return name in self._started
+
+    def stop(self) -> None:
+        """Stop what is still running (the session ends early: a failure under -x, an
+        interrupt): snakemake cancels its jobs on SIGTERM."""
+        for build in self._started.values():
+            for proc in build.processes:
+                if proc.poll() is None:
+                    proc.terminate()
 
     def start_needed(self, fixture_names: set[str]) -> list[str]:
         """Start every registered build a selected test uses; returns their names."""
