@@ -39,6 +39,7 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -57,6 +58,8 @@ MIN_JOB_AGE = 3600
 CONF_MARKER = "# Written by tests/slurm_cluster.py for a throwaway one-node test cluster."
 DEFAULT_CONF = "/etc/slurm/slurm.conf"
 NODE_CONF_LINK = "/run/slurm/conf"
+# A name no real cluster here has: jobs carry it (SLURM_CLUSTER_NAME).
+CLUSTER = "mtltest"
 # The fake GPUs' type (--gpus=<type>:N) and the nodes' feature (-C <type>).
 GPU_TYPE = "testgpu"
 # The private link between the controller and the node namespaces: a /24 that exists only on the
@@ -224,7 +227,7 @@ class LocalSlurm:
         controller = f"localhost({CONTROLLER_ADDR})" if self.isolated else "localhost"
         self.conf.write_text(
             f"""{CONF_MARKER}
-ClusterName=mtltest
+ClusterName={CLUSTER}
 SlurmctldHost={controller}
 SlurmctldPort={ctld_port}
 SlurmdPort={slurmd_port}
@@ -468,11 +471,30 @@ PartitionName={self.partition} Nodes={",".join(self.nodes)} Default=YES MaxTime=
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)
+        self._kill_job_leftovers()
         for log in self._logs:
             log.close()
         self._logs.clear()
         self._unlink_node_config()
         self._remove_network()
+
+    def _kill_job_leftovers(self) -> None:
+        """Kill what this cluster's jobs left running. proctrack/linuxproc follows a job's
+        processes by parentage, so one whose parent died first (Snakemake in a cancelled job,
+        waiting on its own children) outlives the job. A job's processes carry its
+        SLURM_JOB_ID and this cluster's SLURM_CONF or name (the jobstep plugin strips the first
+        from the rule's processes), which nothing else here has together."""
+        ours = {f"SLURM_CONF={self.conf}".encode(), f"SLURM_CLUSTER_NAME={CLUSTER}".encode()}
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit() or int(proc.name) == os.getpid():
+                continue
+            try:
+                environ = (proc / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if ours & set(environ) and any(v.startswith(b"SLURM_JOB_ID=") for v in environ):
+                with contextlib.suppress(OSError):
+                    os.kill(int(proc.name), signal.SIGKILL)
 
     def cleanup(self) -> None:
         """Stop, then delete the temporary folder if this object made it."""
