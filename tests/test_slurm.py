@@ -8,7 +8,7 @@ repository, with a layer that gives the GPU families GPUs of the cluster's type 
 caps, as config/paper.yaml does. An `sbatch` first on PATH records each submission's arguments
 and then runs the real one. The test checks, from those arguments and the scheduler's records:
 - every download ran on the submitting host, every other job went through sbatch, and the
-  jobs, without network and without the Hugging Face offline switches, still built everything;
+  jobs, without network and with an empty Hugging Face cache, still built everything;
 - every GPU rule asked for its GPUs of the configured type on one node (`--gpus=<type>:N
   --nodes=1`), training with the warning signal, and got them on one node; no other rule
   asked for a GPU; every job may be requeued;
@@ -75,14 +75,15 @@ LAYER = f"""resources:
 FAST_STATUS = ["--slurm-init-seconds-before-status-checks", "2"]
 RUN_TIMEOUT = 40 * 60
 FAULTS = Path(__file__).resolve().parent / "faults"  # the hold-at-checkpoint hook
-# An sbatch that records its arguments (one JSON list a line), then runs the real one without
-# the Hugging Face offline switches and with an empty Hugging Face cache: a job that read the
-# hub, or a cached hub file that is no declared input, fails for want of a network instead of
-# being served by a switch or by this machine's cache.
+# An sbatch that records its arguments (one JSON list a line), then runs the real one with an
+# empty Hugging Face cache: a job that read a hub file that is no declared input (a model or
+# data set by hub id, served from this machine's cache) fails instead. The offline switches
+# stay: transformers writes them into saved tokenizer configs (`local_files_only`), so
+# without them the jobs' models would not be byte-identical to the local run's.
 SBATCH = """#!/bin/sh
 "{python}" -c 'import json, sys; open(sys.argv[1], "a").write(json.dumps(sys.argv[2:]) + "\\n")' \\
     "{log}" "$@"
-exec env -u HF_HUB_OFFLINE -u HF_DATASETS_OFFLINE HF_HOME="{hf_home}" "{real}" "$@"
+exec env HF_HOME="{hf_home}" "{real}" "$@"
 """
 
 
