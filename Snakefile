@@ -30,6 +30,7 @@ include: "rules/merge.smk"
 include: "rules/paper_eval.smk"
 include: "rules/evaluate.smk"
 include: "rules/tables.smk"
+include: "rules/outputs.smk"
 
 
 rule all:

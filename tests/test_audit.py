@@ -141,7 +141,7 @@ def test_clean_chain_is_verified(chain: Path, capsys: pytest.CaptureFixture[str]
     assert '= not kept, reproducible from recipe {"base": "results/models/base"' in out
     assert out.rstrip().endswith(
         "summary: 10 artifacts: 9 verified, 0 modified, 0 stale, 1 missing (1 reproducible),"
-        " 0 no-record: OK"
+        " 0 foreign, 0 no-record: OK"
     )
 
 
@@ -167,6 +167,7 @@ def test_taskvector_byte_flip_is_named_and_propagates(
     assert report["summary"] | {"total": 0} == {
         "modified": 1,
         "stale": 2,
+        "foreign": 0,
         "no-record": 0,
         "missing": 1,
         "not-built": 0,
@@ -283,7 +284,7 @@ def test_absent_or_broken_records(chain: Path, capsys: pytest.CaptureFixture[str
     os.remove(sidecar(MODEL))
     code, report = audit_json(capsys, TV)
     assert code == 1
-    assert statuses(report)[MODEL] == "no-record"
+    assert statuses(report)[MODEL] == "foreign"
     assert report["nodes"][MODEL]["reasons"] == [
         f"its record {MODEL}.prov.json (read when {TV} was built) is gone"
     ]

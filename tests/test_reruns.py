@@ -17,6 +17,8 @@ import pytest
 import yaml
 from workflow import TEST_CONFIG, TEST_SEEDS, copy_repo, planned_jobs, snakemake
 
+from mtl.io import write_json
+from mtl.provenance import hash_path, is_sidecar, sidecar
 from mtl.world import WorldSpec, build_world
 
 # Small, so the world builds in milliseconds; its keys as config/schema.yaml spells them.
@@ -153,19 +155,26 @@ _OUTPUT = re.compile(r"^\s+output: (.*)$")
 @pytest.fixture(scope="module")
 def paper_dag(tmp_path_factory) -> Path:
     """config/paper.yaml's DAG to table 5 with every output a placeholder Snakemake recorded
-    as built (`--touch --forceall` stores each job's params), without a hub or a GPU."""
+    as built (`--touch --forceall` stores each job's params), without a hub or a GPU. Each
+    placeholder has a provenance record, as the workflow's outputs do: a path without one is
+    never taken as built (rules/outputs.smk)."""
     repo = copy_repo(tmp_path_factory.mktemp("paper") / "repo")
     plan = snakemake(repo, "-n", "results/table5.csv", *PAPER)
     outputs = [out for line in plan.stdout.splitlines() if (m := _OUTPUT.match(line))
                for out in m.group(1).split(", ")]
     assert any(o.startswith("results/sources/") for o in outputs), plan.stdout[-3000:]
-    for out in outputs:
+    artifacts = [out for out in outputs if not is_sidecar(out)]
+    for out in artifacts:
         path = repo / out
         if Path(out).suffix in {".jsonl", ".json", ".csv", ".safetensors"}:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("placeholder\n")
         else:
             path.mkdir(parents=True, exist_ok=True)
+        kind = "dir" if path.is_dir() else "file"
+        write_json(sidecar(path), {"schema": 1, "path": out, "kind": kind, "inputs": {},
+                                   "hash": hash_path(path), **({"manifest": {}} if kind == "dir"
+                                                               else {})})
     snakemake(repo, "--touch", "--forceall", "--cores", "1", "results/table5.csv", *PAPER)
     assert planned_jobs(repo, "results/table5.csv", *PAPER) == set()
     return repo

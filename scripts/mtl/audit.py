@@ -14,7 +14,10 @@ Every artifact on the way is re-hashed (once per run) and reported as
              recorded here: not built on this machine yet, as on a fresh clone, whose committed
              tables name evaluations it has not run. Not a problem; the report says how to
              build it;
-- no-record: it exists but has no (readable) provenance record where one is expected.
+- foreign:   it exists where one is expected, but has no provenance record: this workflow
+             did not write it (made by hand, or its record was removed), so a run stops at it
+             instead of taking it as built or deleting it;
+- no-record: it exists but its provenance record cannot be read.
 
 Each artifact built on another machine class than its consumer (CPU model and instruction
 sets, GPUs) or with other numerics (kernel level, threads) is marked, as a fact, not a problem.
@@ -60,9 +63,10 @@ MODIFIED = "modified"
 STALE = "stale"
 MISSING = "missing"
 NO_RECORD = "no-record"
+FOREIGN = "foreign"
 NOT_BUILT = "not-built"
 # Worst first: a table cell takes the worst status of the artifacts it depends on.
-STATUSES = (MODIFIED, STALE, NO_RECORD, MISSING, NOT_BUILT, VERIFIED)
+STATUSES = (MODIFIED, STALE, FOREIGN, NO_RECORD, MISSING, NOT_BUILT, VERIFIED)
 # How a reader builds what is not built here yet (the README's command).
 BUILD_COMMAND = "snakemake --cores 2"
 
@@ -178,7 +182,7 @@ class Auditor:
         node = self.visit(key)
         # A target is audited to learn where it came from, so it must have a record.
         if node.record is None and node.exists and node.status == VERIFIED:
-            node.status = NO_RECORD
+            node.status = FOREIGN
             node.reasons.append(f"no provenance record {sidecar(key).as_posix()}")
         return key
 
@@ -314,7 +318,7 @@ class Auditor:
             return
         # An unreadable sidecar already made it no-record, with the reason why.
         if entry.get("sidecar") and child.status != NO_RECORD:
-            child.status = NO_RECORD
+            child.status = FOREIGN
             child.reasons.append(
                 f"its record {entry['sidecar']} (read when {node.path} was built) is gone"
             )
@@ -446,7 +450,7 @@ class Auditor:
         line = (
             f"summary: {s['total']} artifacts: {s[VERIFIED]} verified, {s[MODIFIED]} modified,"
             f" {s[STALE]} stale, {s[MISSING]} missing ({s['reproducible']} reproducible),"
-            f" {s[NO_RECORD]} no-record"
+            f" {s[FOREIGN]} foreign, {s[NO_RECORD]} no-record"
         )
         if s[NOT_BUILT]:
             line += (
@@ -473,7 +477,7 @@ class Auditor:
                 rule = [f"rule {node.record.get('rule')}"]
                 rule += [f"{k}={v}" for k, v in sorted(node.record.get("wildcards", {}).items())]
                 head += f"  [{' '.join(rule)}]"
-            elif node.exists and node.status != NO_RECORD:
+            elif node.exists and node.status not in (NO_RECORD, FOREIGN):
                 head += "  [raw input]"
             lines.append(head)
             lines.extend(f"{pad}    ! {reason}" for reason in node.reasons + node.stale)
