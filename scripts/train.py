@@ -165,6 +165,11 @@ with Step.from_snakemake(smk, seed=params.seed) as step:
                     "config": {k: v for k, v in summary["config"].items()
                                if k != "checkpoint_every"}})
     clear_checkpoint(resume_dir)
+    if regime != "pretrain":
+        # The subset step drops rows with an empty answer (mtl.chat.check_rows); how many of
+        # each file is stated with the model trained on what was left.
+        step.note(dropped_empty_answers={
+            f: load_record(f)["notes"].get("dropped_empty_answers", 0) for f in data_files})
     step.note(regime=regime, run_id=run_id, parallel=parallel.__dict__,
               truncated_away=truncated_away,
               **{k: summary[k] for k in ("steps", "examples", "final_loss", "resumed_from_step",

@@ -9,6 +9,8 @@ and otherwise it sets the configured template and adds one pad token, the same w
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import torch
 
 PAD_TOKEN = "<pad>"
@@ -36,6 +38,59 @@ TULU_TEMPLATE = (
 )
 
 TEMPLATES = {"tulu": TULU_TEMPLATE}
+
+# The roles a training row may hold; anything else (a tool turn, say) would be dropped from the
+# prompt by one template and fail deep inside another.
+ROLES = ("system", "user", "assistant")
+# Whether a chat format renders a system turn: Tülu's does; the toy world's (mtl.toy_model)
+# has only user and assistant turns and would drop a system message without a word.
+# tests/test_chat_rows.py holds this table to the templates themselves.
+KEEPS_SYSTEM = {"toy": False, "tulu": True}
+
+
+def check_rows(rows: Sequence[Mapping], origin: str, chat_format: str | None
+               ) -> tuple[list[Mapping], list[int]]:
+    """Every training row's turns, checked once before any training, wherever it came from
+    (the hub, a file, the toy world): the rows to train on, and the (1-based) rows dropped.
+
+    A row needs a non-empty list of turns, each with a role among ROLES and text content, and
+    at least one assistant turn; a system turn only where `chat_format` renders one (None: the
+    base model's own template, which the data stage cannot see, is trusted with it). Any of
+    these broken stops with an error naming `origin` and the row. A row whose answer (any
+    assistant turn) is empty or whitespace is dropped, not refused: it would train the model
+    to answer with the end-of-turn token alone, and hub data holds a few such rows.
+    """
+    if chat_format is not None and chat_format not in KEEPS_SYSTEM:
+        raise ValueError(f"chat format {chat_format!r}: expected one of {sorted(KEEPS_SYSTEM)}")
+    kept, dropped = [], []
+    for index, row in enumerate(rows):
+        # A hub row's id traces it back to the dataset it was downloaded from.
+        where = f"{origin}:{index + 1}" + (f" (id {row['id']})" if row.get("id") else "")
+        messages = row.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise ValueError(f"{where}: 'messages' must be a non-empty list of turns")
+        for turn, message in enumerate(messages, 1):
+            if not isinstance(message, Mapping) or not isinstance(message.get("content"), str):
+                raise ValueError(f"{where}: message {turn} needs a 'role' and text 'content'")
+            role = message.get("role")
+            if role not in ROLES:
+                raise ValueError(f"{where}: message {turn} has role {role!r}; training rows "
+                                 f"take only {', '.join(ROLES)} turns")
+            if role == "system" and chat_format is not None and not KEEPS_SYSTEM[chat_format]:
+                raise ValueError(
+                    f"{where}: message {turn} is a system message, but the {chat_format} chat "
+                    "format has no system turn (its template would drop it unseen): remove "
+                    "system messages from this data, or train with a format that has one "
+                    f"({', '.join(f for f, keeps in KEEPS_SYSTEM.items() if keeps)})"
+                )
+        answers = [m["content"] for m in messages if m["role"] == "assistant"]
+        if not answers:
+            raise ValueError(f"{where}: no assistant message (nothing to train on)")
+        if any(not answer.strip() for answer in answers):
+            dropped.append(index + 1)
+        else:
+            kept.append(row)
+    return kept, dropped
 
 
 def prepare_tokenizer(tokenizer, chat_template: str | None) -> bool:

@@ -8,11 +8,13 @@ import re
 _SIZE = re.compile(r"^(all|(\d+)pct|n(\d+)|pertask(\d+))$")
 
 
-def select(rows: list[dict], size: str, seed: int, task_key: str = "family") -> list[dict]:
+def select(rows: list[dict], size: str, seed: int, task_key: str = "family",
+           origin: str = "the data") -> list[dict]:
     """Choose rows for `size`; the chosen rows keep their original order (stable files).
 
     Subsets of one dataset are nested: 20pct is a prefix of 40pct under the same seed, as in
-    the paper's data-size sweeps.
+    the paper's data-size sweeps. `pertask<N>` needs a task (`task_key`) on every row: data
+    without one would be drawn as one task, N rows in all, so it is refused naming `origin`.
     """
     match = _SIZE.match(size)
     if not match:
@@ -29,6 +31,12 @@ def select(rows: list[dict], size: str, seed: int, task_key: str = "family") -> 
             raise ValueError(f"size {size}: only {len(rows)} rows available")
         chosen = order[:count]
     else:
+        untasked = next((i for i, row in enumerate(rows) if not row.get(task_key)), None)
+        if untasked is not None:
+            raise ValueError(
+                f"size {size} draws {match.group(4)} rows per task, but {origin} has no task"
+                f" field {task_key!r} (row {untasked + 1} first): use all, <N>pct or n<N>"
+            )
         cap, seen = int(match.group(4)), {}
         chosen = []
         for index in order:
