@@ -22,7 +22,7 @@ from workflow import REPO
 
 from mtl.chat import check_rows
 from mtl.io import read_jsonl
-from mtl.merge import MergeError, extract_task_vector, merge_to_disk
+from mtl.merge import MergeError, Recipe, extract_task_vector, merge_to_disk
 from mtl.provenance import ForeignOutputError, Step, check_replaceable, sidecar
 from mtl.subsets import select
 
@@ -138,8 +138,10 @@ CASES = {
     "config-key-of-wrong-type": Case(
         _config_with({"training": {"finetune": {"lr": "fast", "batch_size": 8, "epochs": 1}}}),
         WorkflowError, "['finetune']['lr']"),
+    # (the merge section, by the method registry, as rules/common.smk does)
     "config-merge-method-unknown": Case(
-        _config_with({"merge": {"method": "slerp"}}), WorkflowError, "'slerp' is not one of"),
+        lambda root: Recipe.from_config({"method": "slerp"}, seed=1), MergeError,
+        "config merge: unknown merge method 'slerp'"),
     # data files (the subset step, whatever the source)
     "data-line-not-json": Case(_data_file([json.dumps(ROW), "{not json"]), ValueError,
                                "mine.jsonl:2"),
