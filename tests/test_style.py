@@ -74,3 +74,18 @@ def test_the_repository_refers_to_nothing_outside_it():
         lines = enumerate(text.splitlines(), start=1)
         hits += [f"{rel}:{number}" for number, line in lines if OUTSIDE.search(line)]
     assert not hits, f"references to documents outside the repository: {hits}"
+
+
+# A guide describes the workflow as it is; rounds of work belong to docs/history.md.
+HISTORY = re.compile(r"\bissue \d+|\b(?:first|second|third|fourth|fifth|sixth|seventh|eighth|"
+                     r"ninth|tenth|previous|earlier|last|this) session\b|\bsession that\b",
+                     re.IGNORECASE)
+
+
+def test_guides_speak_of_the_present():
+    guides = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    hits = [f"{path.relative_to(REPO)}:{number}: {line.strip()}"
+            for path in guides if path.name != "history.md"
+            for number, line in enumerate(path.read_text().splitlines(), start=1)
+            if HISTORY.search(line)]
+    assert not hits, "history belongs in docs/history.md:\n" + "\n".join(hits)

@@ -159,7 +159,7 @@ def test_skill_data_never_repeats_a_general_prompt(world):
 
 
 def test_without_shares_the_general_mix_is_the_previous_worlds(spec):
-    """All shares 0 draws exactly the world before issue 11: no skill row in G, same D."""
+    """All shares 0 draws exactly a world whose G holds no skill: no skill row in G, same D."""
     before = build_world(dataclasses.replace(spec, general_skill_share={}))
     zero = build_world(dataclasses.replace(spec, general_skill_share=dict.fromkeys(SKILLS, 0.0)))
     assert zero == before

@@ -280,8 +280,8 @@ class WorldSpec:
     general_examples: int
     skill_ratio: dict[str, float]
     eval_examples: int
-    # Share of the general mix drawn from GENERAL_SKILL_FAMILIES, per skill; none: the world
-    # before issue 11, whose general mix held no skill at all.
+    # Share of the general mix drawn from GENERAL_SKILL_FAMILIES, per skill; none: a general mix
+    # that holds no skill at all (a θ_G with none of the paper's head start).
     general_skill_share: dict[str, float] = field(default_factory=dict)
 
 

@@ -310,9 +310,8 @@ class Writer:
         lanes = max(1, min(2, n_files, os.cpu_count() or 1))
         # Each file holds one staging buffer while it fills it; the rest are in flight. Three
         # in flight a file, not one: a lane hashes, copies and then waits for its write, so it
-        # falls behind in bursts, and the main thread had waited 0.6-1.0 s of a 7-s pass for a
-        # buffer (the benchmark's 11 outputs; with three the pass took 5.3-7.0 s instead of
-        # 6.9-7.6, paired runs; seven were no better).
+        # falls behind in bursts, and with one buffer a file the main thread waits for a free
+        # one; more than three absorb no more of the bursts.
         self._stage = _Pool(self.STAGE_BYTES, 4 * n_files + 2)
         self._large = _Pool(max(large_bytes, self.STAGE_BYTES), self.LARGE_BUFFERS)
         Job = tuple[Callable[[], object], torch.Tensor | None]
