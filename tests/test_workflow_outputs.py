@@ -4,7 +4,8 @@ folder output before its job runs, so the library's own refusal alone cannot pro
 
 A rerun with a user's file in a built merged-model folder (`--forcerun`, and an upstream job
 rerun) and a folder made by hand at that path in a fresh copy: each run stops naming the file or
-folder, and the file survives. The built runs share the session's `toy_run`.
+folder, and the file survives; a cluster job (which parses the Snakefile again) does not stop.
+The built runs share the session's `toy_run`.
 """
 
 from __future__ import annotations
@@ -66,7 +67,13 @@ def test_a_folder_made_by_hand_is_not_taken_as_built(tmp_path):
         assert "Nothing to be done" not in output
         assert f"{MERGED}: exists, but has no provenance record" in output, output[-3000:]
         assert (folder / "notes.txt").read_text() == "mine\n"
-        assert not (repo / "results/models").exists()  # nothing was built on top of it either
+        assert not (repo / "results/world").exists()  # nothing was built on top of it either
+    # A cluster job parses the Snakefile again, in remote mode with hooks off, as the SLURM
+    # executor starts it: the main process checked before submitting, so the job goes ahead.
+    snakemake(repo, "--mode", "remote", "--target-jobs", "world_corpus:", "--force",
+              "--no-hooks", "--cores", "1", *TEST_CONFIG)
+    assert (repo / "results/world/corpus.jsonl.prov.json").exists()
+    assert (folder / "notes.txt").read_text() == "mine\n"
     audit = subprocess.run([sys.executable, "-m", "mtl.audit", MERGED], cwd=repo,
                            env={**env(), "PYTHONPATH": str(REPO / "scripts")},
                            capture_output=True, text=True, timeout=300)
