@@ -21,7 +21,7 @@ if not TOY:
         resources:
             **family_resources("data"),
         params:
-            spec=lambda wc: config["evaluation"]["judges"][wc.judge],
+            spec=judge_fetch_spec,
         script:
             "../scripts/fetch_judge.py"
 
@@ -44,7 +44,7 @@ if not TOY:
         resources:
             **family_resources("data"),
         params:
-            spec=lambda wc: config["evaluation"]["benchmarks"][wc.benchmark],
+            spec=benchmark_fetch_spec,
         script:
             "../scripts/fetch_evaldata.py"
 

@@ -8,18 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mtl import judges
+from mtl import benchmarks, judges
 from mtl import paper_metrics as pm
-from mtl.paper_standin import (
-    HUMANEVAL,
-    MBPP,
-    SCIRIFF_GOLD,
-    TULU_TEMPLATE,
-    byte_tokenizer,
-    stand_in_rows,
-    tiny_llama,
-    write_judge,
-)
+from mtl.benchmarks import HUMANEVAL, MBPP, SCIRIFF_GOLD
+from mtl.paper_standin import TULU_TEMPLATE, byte_tokenizer, tiny_llama, write_judge
 
 REPO = Path(__file__).resolve().parent.parent
 TASK_DIR = REPO / "scripts" / "mtl" / "lmeval_tasks" / "paper"
@@ -27,7 +19,12 @@ TASK_DIR = REPO / "scripts" / "mtl" / "lmeval_tasks" / "paper"
 
 def paper_tasks() -> list[dict]:
     config = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
-    return [spec for specs in config["evaluation"]["tasks"].values() for spec in specs]
+    specs = benchmarks.task_specs(config["evaluation"], toy=False)
+    return [spec for tasks in specs.values() for spec in tasks]
+
+
+def stand_in_rows() -> dict[str, list[dict]]:
+    return {name: benchmark.standin() for name, benchmark in benchmarks.BENCHMARKS.items()}
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +47,7 @@ def test_every_configured_task_resolves_offline_with_the_shipped_folder(monkeypa
     assert (REPO / config["evaluation"]["include_path"]).resolve() == TASK_DIR
     manager = TaskManager(include_path=str(TASK_DIR))
     names = {spec["task"] for spec in paper_tasks()}
-    assert len(names) == 11
+    assert len(names) == 11 and names == {task.name for task in benchmarks.all_tasks()}
     missing = sorted(names - set(manager.all_tasks))
     assert missing == []
 
@@ -178,9 +175,7 @@ def test_the_fetch_rules_write_stand_in_benchmarks_and_judges(tmp_path):
     workdir = copy_repo(tmp_path / "repo")
     override = tmp_path / "standin.yaml"
     names = ["mmlu", "humanevalplus"]
-    override.write_text(yaml.safe_dump({"evaluation": {
-        "benchmarks": {name: {"standin": True} for name in names},
-        "judges": {"toxigen": {"standin": True}, "truthfulqa_info": {"standin": True}}}}))
+    override.write_text(yaml.safe_dump({"evaluation": {"standin": True}}))
     snakemake(workdir, *[f"results/evaldata/{n}.jsonl" for n in names], "results/judges/toxigen",
               "results/judges/truthfulqa_info", "--cores", "2", "--configfile",
               "config/paper.yaml", str(override))

@@ -22,6 +22,8 @@ import yaml
 from safetensors import safe_open
 from workflow import REPO, STANDIN_MERGE, STANDIN_SEED, STANDIN_TABLES
 
+from mtl import benchmarks, judges
+
 # The stand-in runs one seed (config/standin.yaml): its skill models and merges live there.
 SEED = STANDIN_SEED
 TARGET = STANDIN_MERGE
@@ -30,14 +32,19 @@ TABLES = STANDIN_TABLES
 
 def test_standin_evaluates_the_paper_tasks_with_stand_ins_only():
     """The paper's tasks, folder, judges and benchmarks, each judge and benchmark a stand-in
-    (nothing downloaded)."""
+    (nothing downloaded): both configs name them through the registry, neither copies it."""
     standin = standin_config()["evaluation"]
     paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())["evaluation"]
-    assert standin["tasks"] == paper["tasks"]
+    assert "tasks" not in standin and "tasks" not in paper
+    assert benchmarks.configured(standin, toy=False) == benchmarks.configured(paper, toy=False)
+    assert benchmarks.task_specs(standin, toy=False) == benchmarks.task_specs(paper, toy=False)
     assert standin["include_path"] == paper["include_path"]
-    for key in ("judges", "benchmarks"):
-        assert set(standin[key]) == set(paper[key]), key
-        assert all(entry == {"standin": True} for entry in standin[key].values()), key
+    assert standin["standin"] is True and not paper.get("standin")
+    for name in benchmarks.configured(standin, toy=False):
+        assert benchmarks.fetch_spec(name, standin=True) == {"standin": True}
+        assert "rows" in benchmarks.fetch_spec(name, standin=False)
+    for key in benchmarks.judges(benchmarks.configured(standin, toy=False)):
+        assert judges.fetch_spec(key, standin=True) == {"standin": True}
 
 
 @pytest.fixture(scope="module")
@@ -123,15 +130,16 @@ def test_standin_evaluates_the_paper_tasks_to_table5(run):
     evals = [root / "general", *sorted(p for p in (root / f"seed-{SEED}").iterdir()
                                        if p.is_dir())]
     assert len(evals) == 8, [p.name for p in evals]
-    judges = {f"results/judges/{key}" for key in config["judges"]}
-    evaldata = {f"results/evaldata/{name}.jsonl" for name in config["benchmarks"]}
+    names = benchmarks.configured(config, toy=False)
+    judged = {f"results/judges/{key}" for key in benchmarks.judges(names)}
+    evaldata = {f"results/evaldata/{name}.jsonl" for name in names}
     for folder in evals:
         record = json.loads(folder.with_name(f"{folder.name}.prov.json").read_text())
-        for name, expected in (("judges", judges), ("evaldata", evaldata)):
+        for name, expected in (("judges", judged), ("evaldata", evaldata)):
             listed = record["inputs"].get(name, [])
             assert {entry["path"] for entry in listed} == expected, (folder.name, name)
             assert all(entry["hash"].startswith("blake3:") for entry in listed), folder.name
-        for path in judges | evaldata:
+        for path in judged | evaldata:
             made = json.loads((workdir / f"{path}.prov.json").read_text())
             notes = made["notes"]  # fetch_judge notes standin, fetch_evaldata its source
             assert notes.get("standin") is True or notes.get("source") == {"standin": True}, path

@@ -1,4 +1,12 @@
-"""Input and params helpers of rules/evaluate.smk."""
+"""Input and params helpers of rules/evaluate.smk and rules/paper_eval.smk."""
+
+from mtl import benchmarks as benchmark_registry
+from mtl import judges as judge_registry
+
+# Paper scale: the configured benchmarks and each suite's lm-eval tasks, from the benchmark
+# registry (or the config's own `tasks`).
+BENCHMARK_NAMES = benchmark_registry.configured(config["evaluation"], TOY)
+EVAL_TASKS = benchmark_registry.task_specs(config["evaluation"], TOY)
 
 
 def model_seed(wildcards):
@@ -12,7 +20,7 @@ def eval_params(seed):
     `seed`: a function of the job's wildcards."""
     return {
         "suites": SUITES,
-        "tasks": config["evaluation"]["tasks"],
+        "tasks": EVAL_TASKS,
         "batch_size": config["evaluation"]["batch_size"],
         "max_gen_toks": config["evaluation"]["max_gen_toks"],
         "limit": config["evaluation"]["limit"],
@@ -44,10 +52,22 @@ def paper_eval_inputs():
     """Judges and benchmark files of the paper tasks, as inputs of evaluation jobs."""
     if TOY:
         return {}
-    evaluation = config["evaluation"]
     return {
-        "judges": [f"results/judges/{key}" for key in evaluation["judges"]],
-        "evaldata": [
-            f"results/evaldata/{name}.jsonl" for name in evaluation["benchmarks"]
+        "judges": [
+            f"results/judges/{key}"
+            for key in benchmark_registry.judges(BENCHMARK_NAMES)
         ],
+        "evaldata": [f"results/evaldata/{name}.jsonl" for name in BENCHMARK_NAMES],
     }
+
+
+def judge_fetch_spec(wildcards):
+    """What fetch_judge downloads (or, with evaluation.standin, writes)."""
+    return judge_registry.fetch_spec(wildcards.judge, config["evaluation"]["standin"])
+
+
+def benchmark_fetch_spec(wildcards):
+    """What fetch_evaldata downloads (or, with evaluation.standin, writes)."""
+    return benchmark_registry.fetch_spec(
+        wildcards.benchmark, config["evaluation"]["standin"]
+    )

@@ -123,6 +123,7 @@ class Evaluator:
         self.gen_kwargs = dict(gen_kwargs) if gen_kwargs else None
         names = {spec.task for tasks in specs.values() for spec in tasks}
         self.task_manager = _task_manager(include_path, names)
+        neutral_generation_config(model)
         # The backend changes how tokens are generated, never what lm-eval does with them.
         backend_args = {} if backend == "static" else {"seed": seed}
         self.lm = lm_class(backend)(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
@@ -174,6 +175,19 @@ class Evaluator:
             }
             log.info("%s: %.3f ± %.3f", suite, out[suite]["score"], out[suite]["stderr"])
         return out
+
+
+def neutral_generation_config(model) -> None:
+    """Generation follows the task's settings only: the model's own `generation_config` (a
+    checkpoint's sampling defaults, say Llama-2's top_p 0.9, or a max_new_tokens that would
+    override lm-eval's max_length) is replaced by one holding just its special-token ids, so
+    what a task leaves unset takes transformers' fixed defaults, the same for every model."""
+    from transformers import GenerationConfig
+
+    own = model.generation_config
+    model.generation_config = GenerationConfig(
+        bos_token_id=own.bos_token_id, eos_token_id=own.eos_token_id,
+        pad_token_id=own.pad_token_id)
 
 
 def _compile_templates_once() -> None:

@@ -1,7 +1,8 @@
 """The paper's judge models, run on the evaluated model's outputs inside the evaluation job.
 
-Each judge is a model folder fetched by the workflow's `fetch_judge` rule (pinned by revision in
-the config, recorded in provenance) to results/judges/<key>/; MTL_JUDGES_DIR points elsewhere.
+Each judge is a model folder fetched by the workflow's `fetch_judge` rule (at the commit pinned
+here or in the lock file, recorded in provenance) to results/judges/<key>/; MTL_JUDGES_DIR points
+elsewhere.
 A judge is loaded when a task aggregates its outputs, used for all of them in batches, then freed.
 While it runs, the evaluated model waits in host memory (`make_room`), so the GPU holds one
 judge and not a judge beside a 7B model (the memory plan, mtl.memplan).
@@ -13,6 +14,7 @@ import contextlib
 import gc
 import os
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 ENV_DIR = "MTL_JUDGES_DIR"
@@ -23,13 +25,30 @@ _ROOM: list[tuple[Callable[[], object], Callable[[], object]]] = []
 def make_room(move_off: Callable[[], object], move_back: Callable[[], object]) -> None:
     """Run `move_off` before each judge loads and `move_back` once it is freed."""
     _ROOM.append((move_off, move_back))
+@dataclass(frozen=True)
+class Judge:
+    """A paper judge: its hub model, what it is, and the commit to fetch (None: the first
+    fetch writes the hub's commit to a lock file that later fetches enforce, mtl.pins)."""
+
+    repo: str
+    what: str
+    revision: str | None = None
+
+
 JUDGES = {
-    # key: (the paper's model, what it is)
-    "toxigen": ("tomh/toxigen_roberta", "sequence classifier, label 1 = toxic"),
-    "harmbench": ("cais/HarmBench-Llama-2-13b-cls", "causal LM answering yes/no"),
-    "truthfulqa_truth": ("allenai/truthfulqa-truth-judge-llama2-7B", "causal LM, P(yes)"),
-    "truthfulqa_info": ("allenai/truthfulqa-info-judge-llama2-7B", "causal LM, P(yes)"),
+    "toxigen": Judge("tomh/toxigen_roberta", "sequence classifier, label 1 = toxic"),
+    "harmbench": Judge("cais/HarmBench-Llama-2-13b-cls", "causal LM answering yes/no"),
+    "truthfulqa_truth": Judge("allenai/truthfulqa-truth-judge-llama2-7B", "causal LM, P(yes)"),
+    "truthfulqa_info": Judge("allenai/truthfulqa-info-judge-llama2-7B", "causal LM, P(yes)"),
 }
+
+
+def fetch_spec(key: str, standin: bool) -> dict:
+    """The fetch_judge rule's params for one judge."""
+    if key not in JUDGES:
+        raise ValueError(f"unknown judge {key!r}; known: {', '.join(JUDGES)}")
+    return {"standin": True} if standin else {"repo": JUDGES[key].repo,
+                                              "revision": JUDGES[key].revision}
 
 # HarmBench's classifier prompt (from its model card), for behaviors without context.
 HARMBENCH_PROMPT = (
@@ -55,7 +74,7 @@ def judge_dir(key: str) -> Path:
     folder = Path(os.environ.get(ENV_DIR, "results/judges")) / key
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(
-            f"judge {key!r} ({JUDGES[key][0]}) not found at {folder}: the workflow's "
+            f"judge {key!r} ({JUDGES[key].repo}) not found at {folder}: the workflow's "
             f"fetch_judge rule writes it (or set {ENV_DIR})")
     return folder
 

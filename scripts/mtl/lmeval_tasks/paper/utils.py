@@ -22,13 +22,10 @@ import yaml
 
 from mtl import judges
 from mtl import paper_metrics as pm
+from mtl.benchmarks import BBH_PER_TASK, GSM_QUESTIONS, MBPP_HELD_OUT, TOXIGEN_PER_GROUP
 from mtl.sandbox import Limits, run_python
 
 SEED = 42  # random.seed(42) in every one of the paper's evaluation scripts
-GSM_QUESTIONS = 200
-BBH_PER_TASK = 40
-TOXIGEN_PER_GROUP = 500
-MBPP_HELD_OUT = 100  # the first 100 MBPP+ problems are not scored
 PASS_K = 10
 CODE_LIMITS = Limits(timeout_s=10.0, memory_mb=2048, max_procs=32, file_size_mb=16)
 
