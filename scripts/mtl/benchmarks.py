@@ -376,7 +376,7 @@ def configured(evaluation: Mapping, toy: bool) -> list[str]:
                          "benchmarks are paper scale")
     if names and evaluation.get("tasks"):
         raise ValueError("config evaluation: `benchmarks` and `tasks` both name tasks; use one")
-    return list(names)
+    return [benchmark.name for benchmark in selected(names)]
 
 
 def task_specs(evaluation: Mapping, toy: bool) -> dict[str, list[dict]]:
