@@ -11,16 +11,10 @@ import pytest
 import torch
 import yaml
 
-from mtl import judges
+from mtl import benchmarks, judges
 from mtl.evaluation import Evaluator, suite_tasks, toy_task_dir
 from mtl.generation import BACKENDS, ContinuousHFLM, lm_class
-from mtl.paper_standin import (
-    TULU_TEMPLATE,
-    byte_tokenizer,
-    stand_in_rows,
-    tiny_llama,
-    write_judge,
-)
+from mtl.paper_standin import TULU_TEMPLATE, byte_tokenizer, tiny_llama, write_judge
 
 REPO = Path(__file__).resolve().parent.parent
 TASK_DIR = REPO / "scripts" / "mtl" / "lmeval_tasks" / "paper"
@@ -144,7 +138,8 @@ def test_every_stand_in_task_generates_the_same_greedy_text_with_either_backend(
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    for name, rows in stand_in_rows().items():
+    for name, benchmark in benchmarks.BENCHMARKS.items():
+        rows = benchmark.standin()
         path = tmp_path / "results" / "evaldata" / f"{name}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(json.dumps(row) + "\n" for row in rows))
@@ -153,7 +148,8 @@ def test_every_stand_in_task_generates_the_same_greedy_text_with_either_backend(
     monkeypatch.setenv(judges.ENV_DIR, str(tmp_path / "judges"))
     monkeypatch.chdir(tmp_path)
     config = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
-    tasks = sorted({spec["task"] for specs in config["evaluation"]["tasks"].values()
+    tasks = sorted({spec["task"] for specs in benchmarks.task_specs(config["evaluation"],
+                                                                   toy=False).values()
                     for spec in specs})
     raw = {backend: simple_evaluate(
         model=make_lm(backend, *tiny), tasks=tasks,

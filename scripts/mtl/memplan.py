@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from mtl import benchmarks
+
 GB = 10**9
 
 # Public shapes of the models paper scale loads (their hub config.json files); a job whose model
@@ -37,7 +39,7 @@ ROBERTA_LARGE = {"model_type": "roberta", "hidden_size": 1024, "intermediate_siz
                  "num_hidden_layers": 24, "num_attention_heads": 16, "vocab_size": 50265,
                  "max_position_embeddings": 514, "type_vocab_size": 1, "num_labels": 2}
 PUBLIC_SHAPES = {"meta-llama/Llama-2-7b-hf": LLAMA_2_7B}
-# Judge key (config evaluation.judges) -> (public shape, model kind, batch, tokens per row):
+# Judge key (mtl.judges) -> (public shape, model kind, batch, tokens per row):
 # the batch and lengths mtl.judges uses (ToxiGen: 32 texts cut at 512 positions; the causal
 # judges score one prompt at a time, planned at the model's full context).
 JUDGES = {
@@ -216,7 +218,7 @@ def plan_judge(key: str, folder: Path | None = None) -> JobPlan:
     gpu = {"bf16 judge": nbytes(model.parameters()),
            f"forward outputs (batch {batch} × {tokens})": forward_outputs(model, batch, tokens)}
     return JobPlan(f"judge {key}", 1, gpu, {"bf16 judge while loading": gpu["bf16 judge"]},
-                   key=f"evaluation.judges.{key}")
+                   key=f"evaluation.benchmarks (the tasks judged by {key})")
 
 
 def plan_task_vector(config) -> JobPlan:
@@ -344,7 +346,9 @@ def paper_plans(config: Mapping, skills: int = 3) -> list[JobPlan]:
     evaluation = config.get("evaluation", {})
     batch = evaluation.get("batch_size", 1)
     batch = 1 if batch == "auto" else int(batch)
-    judges = {key: plan_judge(key).gpu_bytes for key in evaluation.get("judges", {})
+    # The judges the configured benchmarks' tasks load (mtl.benchmarks).
+    names = benchmarks.configured(evaluation, toy=config.get("scale") == "toy")
+    judges = {key: plan_judge(key).gpu_bytes for key in benchmarks.judges(names)
               if key in JUDGES}
     method = config.get("merge", {}).get("method", "task_arithmetic")
     plans = [plan_finetune(tuned, gpus=gpus, micro_batch=int(train["micro_batch"]),
