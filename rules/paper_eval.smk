@@ -21,7 +21,7 @@ if not TOY:
         resources:
             **family_resources("data"),
         params:
-            spec=judge_fetch_spec,
+            spec=lambda wc: judge_fetch_spec(wc),
         script:
             "../scripts/fetch_judge.py"
 
@@ -44,7 +44,7 @@ if not TOY:
         resources:
             **family_resources("data"),
         params:
-            spec=benchmark_fetch_spec,
+            spec=lambda wc: benchmark_fetch_spec(wc),
         script:
             "../scripts/fetch_evaldata.py"
 
