@@ -323,8 +323,10 @@ register(Benchmark(
     tasks=(Task("paper_humaneval_plus", "coding", "pass@10", scored=164),),
     standin=lambda: [HUMANEVAL, {**HUMANEVAL, "task_id": "HumanEval/1"}]))
 register(Benchmark(
-    "mbppplus", Source(repo="evalplus/mbppplus", config="default", split="test"), rows=378,
-    counted="evalplus/mbppplus card, split test (v0.2.0: 378)",
+    "mbppplus", Source(repo="evalplus/mbppplus", config="default", split="test",
+                       revision="9a36f31e81d5e1670b68e6de8ef23da0c4e1abb5"), rows=378,
+    counted="evalplus/mbppplus at 9a36f31 (its split is `test` there; earlier ones named it "
+            "`train`), split test: 378 (v0.2.0)",
     tasks=(Task("paper_mbpp_plus", "coding", "pass@10", scored=378 - MBPP_HELD_OUT),),
     standin=lambda: [{**MBPP, "task_id": i} for i in range(102)]))
 
