@@ -1,5 +1,5 @@
 """Input and params helpers of rules/evaluate.smk and rules/paper_eval.smk (included before
-this file: its rules reach these helpers through lambdas, called once everything is read)."""
+this file: its rules reach these helpers through lambdas, called once all is read)."""
 
 from mtl import benchmarks as benchmark_registry
 from mtl import judges as judge_registry
