@@ -317,6 +317,7 @@ register(Benchmark(
     standin=_xstest_rows))
 register(Benchmark(
     "humanevalplus", Source(repo="evalplus/humanevalplus", config="default", split="test",
+                            revision="d32357cf319e50e9c8d8dab5ea876c72b0fd321b",
                             join=Source(repo="bigcode/humanevalpack", config="python",
                                         split="test")), rows=164,
     counted="evalplus/humanevalplus card, split test",

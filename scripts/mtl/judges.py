@@ -35,10 +35,15 @@ class Judge:
     revision: str | None = None
 
 
+# Commits read from each model's hub history, from early 2024 and after its weights were
+# uploaded; the info judge's could not be read offline, so its first fetch locks one.
 JUDGES = {
-    "toxigen": Judge("tomh/toxigen_roberta", "sequence classifier, label 1 = toxic"),
-    "harmbench": Judge("cais/HarmBench-Llama-2-13b-cls", "causal LM answering yes/no"),
-    "truthfulqa_truth": Judge("allenai/truthfulqa-truth-judge-llama2-7B", "causal LM, P(yes)"),
+    "toxigen": Judge("tomh/toxigen_roberta", "sequence classifier, label 1 = toxic",
+                     "56c8251ce98b5cacb218f7182fe7c9ede38c2192"),
+    "harmbench": Judge("cais/HarmBench-Llama-2-13b-cls", "causal LM answering yes/no",
+                       "115b97e9914138d60144e96aadd52b349e4977dc"),
+    "truthfulqa_truth": Judge("allenai/truthfulqa-truth-judge-llama2-7B", "causal LM, P(yes)",
+                              "8f718cb4e68bc30a488727a0e37190835a7c129e"),
     "truthfulqa_info": Judge("allenai/truthfulqa-info-judge-llama2-7B", "causal LM, P(yes)"),
 }
 
