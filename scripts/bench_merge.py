@@ -32,6 +32,13 @@ to the engine is faster and changes no byte.
 (reading, float32 arithmetic, range checks, casts, hashing, writes), in thread CPU seconds.
 
 --quick runs a tiny model and a 3-point grid as a smoke test.
+
+--methods NAME,… (or `all`) times each method of the engine's registry instead: (a) for the
+method over the grid, and mergekit-yaml on the mergekit_config.yml (a) wrote beside each of
+its outputs, once per ω; per method, (a)'s time over the grid against mergekit's mean time a
+run times the grid's points (mergekit re-reads every input for every point). A method without
+a mergekit config at some ω (TSV-M, Iso-C/CTS at every ω; SCE and Model Stock away from ω = 1)
+is timed against the runs it has, or not at all.
 """
 
 from __future__ import annotations
@@ -139,7 +146,11 @@ def build_models(workdir: Path, size: dict) -> dict[str, Path]:
 
 
 def run_engine(
-    workdir: Path, points: int, scripts: Path = ROOT / "scripts", outputs: str = "engine"
+    workdir: Path,
+    points: int,
+    scripts: Path = ROOT / "scripts",
+    outputs: str = "engine",
+    method: str = "task_arithmetic",
 ) -> dict:
     """(a) in a subprocess: wall time with start-up, and the child's own peak RSS; the engine
     of the checkout whose scripts/ folder is `scripts`, writing to workdir/outputs."""
@@ -157,6 +168,8 @@ def run_engine(
             str(scripts),
             "--outputs",
             outputs,
+            "--method",
+            method,
         ],
         check=True,
         stdout=subprocess.PIPE,
@@ -166,14 +179,14 @@ def run_engine(
     return {"seconds": time.perf_counter() - start, **report}
 
 
-def engine_child(workdir: Path, points: int, scripts: Path, outputs: str) -> None:
+def engine_child(workdir: Path, points: int, scripts: Path, outputs: str, method: str) -> None:
     sys.path.insert(0, str(scripts))
     from mtl.merge import merge_to_disk
 
     inputs = workdir / "inputs"
     start = time.perf_counter()
     written = merge_to_disk(
-        "task_arithmetic",
+        method,
         inputs / "theta_general",
         grid(points),
         [workdir / outputs / f"omega-{w}" for w in grid(points)],
@@ -237,6 +250,65 @@ def run_mergekit(workdir: Path, points: int) -> dict:
         total += seconds
         log(f"  mergekit run {i}/{points} (ω={omega}): {seconds:.1f} s")
     return {"seconds": total}
+
+
+def mergekit_yaml(recipe: Path, out: Path, log_file: Path) -> float:
+    """Seconds of one mergekit-yaml run of `recipe` into `out`."""
+    start = time.perf_counter()
+    with open(log_file, "w") as output:
+        subprocess.run(
+            [
+                str(Path(sys.executable).with_name("mergekit-yaml")),
+                str(recipe),
+                str(out),
+                "--no-copy-tokenizer",
+                "--quiet",
+            ],
+            check=True,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
+    return time.perf_counter() - start
+
+
+def run_methods(workdir: Path, points: int, methods: list[str]) -> list[dict]:
+    """Per method: (a) over the grid, and mergekit-yaml on each output's mergekit config."""
+    rows = []
+    for method in methods:
+        outputs = f"method-{method}"
+        engine = run_engine(workdir, points, outputs=outputs, method=method)
+        runs = []
+        for folder in sorted((workdir / outputs).iterdir()):
+            recipe = folder / "mergekit_config.yml"
+            if recipe.exists():
+                out = workdir / "mergekit" / f"{method}-{folder.name}"
+                runs.append(mergekit_yaml(recipe, out, workdir / f"{method}-{folder.name}.log"))
+                shutil.rmtree(out)
+        shutil.rmtree(workdir / outputs)
+        rows.append({"method": method, "engine": engine["seconds"], "mergekit": runs})
+        log(f"{method}: {engine['seconds']:.1f} s; mergekit runs {[round(s, 1) for s in runs]}")
+    return rows
+
+
+def methods_report(rows: list[dict], points: int) -> str:
+    """Per method: (a) over the grid against mergekit's mean run times the grid's points."""
+    lines = [
+        f"| method | (a) {points} outputs, one pass (s) | mergekit runs timed | "
+        f"mergekit × {points} (s, mean run × {points}) | (a)/(b) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        runs = row["mergekit"]
+        if runs:
+            mergekit = sum(runs) / len(runs) * points
+            lines.append(
+                f"| {row['method']} | {row['engine']:.1f} | {len(runs)} | {mergekit:.1f} | "
+                f"{row['engine'] / mergekit:.3f} |"
+            )
+        else:
+            lines.append(f"| {row['method']} | {row['engine']:.1f} | 0 | — | — |")
+    return "\n".join(lines)
 
 
 def run_floor(workdir: Path, points: int, direct: bool = False) -> dict:
@@ -487,6 +559,10 @@ def main() -> None:
         type=Path,
         help="another checkout's scripts/ folder: its engine runs as (a0), alternating with (a)",
     )
+    parser.add_argument(
+        "--methods", help="comma-separated registry names, or `all`: each method against mergekit"
+    )
+    parser.add_argument("--method", default="task_arithmetic", help=argparse.SUPPRESS)
     parser.add_argument("--points", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--scripts", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--outputs", help=argparse.SUPPRESS)
@@ -495,7 +571,7 @@ def main() -> None:
     parser.add_argument("--direct", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.engine_child:
-        return engine_child(args.workdir, args.points, args.scripts, args.outputs)
+        return engine_child(args.workdir, args.points, args.scripts, args.outputs, args.method)
     if args.floor_child:
         return floor_child(args.workdir, args.points, args.direct)
 
@@ -510,6 +586,19 @@ def main() -> None:
     largest_mb = (
         max(2 * size["vocab"] * size["hidden"], 2 * size["intermediate"] * size["hidden"]) / 2**20
     )  # bfloat16 embedding or MLP matrix, as stored
+    if args.methods:
+        sys.path.insert(0, str(ROOT / "scripts"))
+        from mtl.merge import METHODS, method_named
+
+        methods = list(METHODS) if args.methods == "all" else args.methods.split(",")
+        for name in methods:
+            method_named(name)  # an unknown name fails before any run
+        rows = run_methods(workdir, size["points"], methods)
+        print(f"\nInputs: 3 models, {inputs_gb:.2f} GB in all; {size['points']}-point grid\n")
+        print(methods_report(rows, size["points"]))
+        if not args.keep:
+            shutil.rmtree(workdir)
+        return
     stages = {
         "c": ("(c) I/O floor", run_floor, "floor"),
         "d": ("(d) I/O floor, O_DIRECT", partial(run_floor, direct=True), "floor-direct"),
