@@ -575,6 +575,13 @@ def main() -> None:
     if args.floor_child:
         return floor_child(args.workdir, args.points, args.direct)
 
+    if args.methods:
+        sys.path.insert(0, str(ROOT / "scripts"))
+        from mtl.merge import METHODS, method_named
+
+        methods = list(METHODS) if args.methods == "all" else args.methods.split(",")
+        for name in methods:
+            method_named(name)  # an unknown name fails before any model is built
     size = QUICK if args.quick else FULL
     workdir = args.workdir
     if workdir.exists():
@@ -587,12 +594,6 @@ def main() -> None:
         max(2 * size["vocab"] * size["hidden"], 2 * size["intermediate"] * size["hidden"]) / 2**20
     )  # bfloat16 embedding or MLP matrix, as stored
     if args.methods:
-        sys.path.insert(0, str(ROOT / "scripts"))
-        from mtl.merge import METHODS, method_named
-
-        methods = list(METHODS) if args.methods == "all" else args.methods.split(",")
-        for name in methods:
-            method_named(name)  # an unknown name fails before any run
         rows = run_methods(workdir, size["points"], methods)
         print(f"\nInputs: 3 models, {inputs_gb:.2f} GB in all; {size['points']}-point grid\n")
         print(methods_report(rows, size["points"]))
