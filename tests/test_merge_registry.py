@@ -28,7 +28,7 @@ def test_schema_is_the_registry() -> None:
     assert options <= properties.keys()
     for name in options:
         assert properties[name]["default"] == OPTIONS[name].default
-    assert set(properties) - options == {"method", "omega_grid", "resize_vocab"}
+    assert set(properties) - options == {"method", "omega_grid", "omega_sizes", "resize_vocab"}
 
 
 def test_merge_config_fills_defaults_and_names_bad_values() -> None:
