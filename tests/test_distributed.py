@@ -229,3 +229,36 @@ def test_two_process_run_killed_after_a_checkpoint_resumes_to_the_same_weights(b
     b = load_file(tmp_path / "b" / "model" / "model.safetensors")
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ"
+
+
+def test_two_process_run_stopped_by_a_signal_saves_and_resumes_to_the_same_weights(base,
+                                                                                tmp_path):
+    """SLURM's warning signal (SIGUSR1) reaches the job's processes: the workers save after the
+    step under way and stop (torchrun survives it); the rerun resumes to the same bytes."""
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER.format(scripts=str(SCRIPTS))
+                      .replace("epochs=4, micro_batch=2, checkpoint_every=5",
+                               "epochs=2, micro_batch=2, checkpoint_every=0"))
+
+    def run(work: Path, stop: bool = False) -> subprocess.CompletedProcess:
+        proc = subprocess.Popen([sys.executable, str(script), str(base), str(work)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        if stop:
+            for line in proc.stderr:  # rank 0 logs each of its 16 steps
+                if "step 2/" in line:
+                    os.killpg(proc.pid, signal.SIGUSR1)
+                    break
+        stdout, stderr = proc.communicate(timeout=600)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+    assert run(tmp_path / "a").returncode == 0
+    stopped = run(tmp_path / "b", stop=True)
+    assert stopped.returncode != 0 and "Preempted" in stopped.stderr, stopped.stderr[-2000:]
+    saved = json.loads((tmp_path / "b" / "resume" / "latest.json").read_text())["step"]
+    assert 2 <= saved < 16 and not (tmp_path / "b" / "model").exists()
+    resumed = run(tmp_path / "b")
+    assert resumed.returncode == 0 and resumed.stdout.split()[1] == str(saved)
+    a = load_file(tmp_path / "a" / "model" / "model.safetensors")
+    b = load_file(tmp_path / "b" / "model" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ"

@@ -1,5 +1,6 @@
 """Training: assistant-only loss masks, determinism, and resume after SIGKILL, bit for bit."""
 
+import json
 import os
 import signal
 import subprocess
@@ -122,6 +123,44 @@ def test_sigkill_mid_run_resumes_to_identical_weights(tmp_path):
     stdout = run_driver(tmp_path, tmp_path / "resume-b", resumed)
     assert int(stdout.split()[-1]) > 0, "the rerun did not resume from a checkpoint"
 
+    a, b = load_file(reference), load_file(resumed)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ"
+
+
+def test_sigterm_saves_and_the_rerun_resumes_to_identical_weights(tmp_path):
+    """SLURM's warning signal (or its SIGTERM) mid-run: the loop saves after the step under
+    way and stops; the rerun resumes from that checkpoint to the uninterrupted run's bytes."""
+    from safetensors.torch import load_file
+
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER.format(src=str(Path(__file__).parents[1] / "scripts"))
+                      .replace("epochs=12, checkpoint_every=7", "epochs=20, checkpoint_every=0")
+                      .replace("import sys, torch", "import logging, sys, torch\n"
+                               "logging.basicConfig(level=logging.INFO)"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def run(resume: Path, out: Path, stop_with: int | None = None) -> subprocess.CompletedProcess:
+        proc = subprocess.Popen([sys.executable, str(script), str(resume), str(out)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env)
+        if stop_with is not None:
+            for line in proc.stderr:  # the loop logs every 25 of its 500 steps
+                if " loss " in line:
+                    proc.send_signal(stop_with)
+                    break
+        stdout, stderr = proc.communicate(timeout=600)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+    reference = tmp_path / "reference.safetensors"
+    assert run(tmp_path / "resume-a", reference).returncode == 0
+    resumed = tmp_path / "resumed.safetensors"
+    stopped = run(tmp_path / "resume-b", resumed, stop_with=signal.SIGTERM)
+    assert stopped.returncode != 0 and "Preempted: stopped on request" in stopped.stderr
+    saved = json.loads((tmp_path / "resume-b" / "latest.json").read_text())["step"]
+    assert 0 < saved < 500 and not resumed.exists()
+    again = run(tmp_path / "resume-b", resumed)
+    assert again.returncode == 0 and int(again.stdout.split()[-1]) == saved
     a, b = load_file(reference), load_file(resumed)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ"

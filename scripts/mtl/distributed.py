@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
@@ -28,9 +29,11 @@ import torch
 import torch.distributed as dist
 
 from mtl.io import write_json
-from mtl.training import Example, TrainConfig, train
+from mtl.training import STOP_FILE, STOP_SIGNALS, Example, Preempted, TrainConfig, train
 
 log = logging.getLogger(__name__)
+# A worker's exit status after saving on a stop signal (EX_TEMPFAIL: run it again).
+PREEMPTED_EXIT = 75
 
 
 @dataclass(frozen=True)
@@ -86,11 +89,27 @@ def launch(*, init: Path, tokenizer, examples: list[Example], cfg: TrainConfig,
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [library, *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
                     if p not in ("", library))])}
-    done = subprocess.run(command, check=False, env=env)
+    # A stop signal that reaches this process asks the workers, through the stop file, to save
+    # and stop after their step; torchrun ignores SIGUSR1 (it would die of it) and passes
+    # SIGTERM on to the workers itself.
+    previous = {sig: signal.signal(sig, lambda *_: (resume_dir / STOP_FILE).touch())
+                for sig in STOP_SIGNALS}
+    try:
+        done = subprocess.run(command, check=False, env=env, preexec_fn=_ignore_usr1)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if done.returncode != 0 and (resume_dir / STOP_FILE).exists():
+        raise Preempted(f"training stopped on a signal after saving a checkpoint in {resume_dir}"
+                        "; a rerun resumes from it")
     if done.returncode != 0:
         raise RuntimeError(f"distributed training failed (exit {done.returncode}); the workers' "
                            "errors are above, and the run resumes from its last checkpoint")
     return json.loads((work / "summary.json").read_text())
+
+
+def _ignore_usr1() -> None:
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 
 
 def shard(model: torch.nn.Module, device: torch.device, parallel: Parallel) -> None:
@@ -145,8 +164,15 @@ def worker(job_path: Path) -> None:
     align_embeddings(model, len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id
     shard(model, device, parallel)
-    summary = train(model, load_examples(Path(job["examples"])), TrainConfig(**job["config"]),
-                    tokenizer.pad_token_id, Path(job["resume_dir"]), job["run_id"])
+    try:
+        summary = train(model, load_examples(Path(job["examples"])),
+                        TrainConfig(**job["config"]), tokenizer.pad_token_id,
+                        Path(job["resume_dir"]), job["run_id"])
+    except Preempted as stopped:
+        if rank == 0:
+            log.warning("%s", stopped)
+        dist.destroy_process_group()
+        sys.exit(PREEMPTED_EXIT)
     save_consolidated(model, Path(job["out"]), getattr(torch, job["dtype"]))
     if rank == 0:
         write_json(job["summary"], {**summary, "parallel": asdict(parallel)})

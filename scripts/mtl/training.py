@@ -16,9 +16,12 @@ import json
 import logging
 import math
 import shutil
+import signal
+import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,6 +33,16 @@ from mtl.io import write_json
 
 log = logging.getLogger(__name__)
 IGNORE = -100
+# SLURM warns a job before its time limit or a preemption with the signal `--signal` names
+# (SIGUSR1 here) and ends it with SIGTERM: on either, training saves a resume checkpoint after
+# the step under way and stops. So does a file named STOP_FILE in the resume folder, which the
+# launcher of the distributed workers writes when the signal reaches only it.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+STOP_FILE = "stop"
+
+
+class Preempted(RuntimeError):
+    """Training stopped on a signal after saving a checkpoint; a rerun resumes from it."""
 
 
 @dataclass(frozen=True)
@@ -206,7 +219,6 @@ def train(
     if not examples:
         raise ValueError("no training examples")
     rank, world = _world()
-    device = next(model.parameters()).device
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                                   foreach=True)
     total = total_steps(len(examples), cfg)
@@ -217,13 +229,39 @@ def train(
     model.train()
 
     start_step = _maybe_resume(resume_dir, run_id, model, optimizer, scheduler)
-    micro = cfg.micro_batch or cfg.batch_size
+    (resume_dir / STOP_FILE).unlink(missing_ok=True)
     losses: list[float] = []
-    all_slots = real_tokens = 0
     started = time.time()
     bar = tqdm(total=total, initial=start_step, desc=f"train {run_id[:8]}", unit="step",
                mininterval=2.0, disable=None if rank == 0 else True)
-    for step in range(start_step, total):
+    with _stop_requests() as signalled:
+        _loop(model, examples, cfg, pad_id, resume_dir, run_id, optimizer, scheduler,
+              range(start_step, total), signalled, losses, bar, tokens := [0, 0])
+    all_slots, real_tokens = tokens
+    bar.close()
+    model.eval()
+    return {
+        "steps": total,
+        "resumed_from_step": start_step,
+        "examples": len(examples),
+        "final_loss": sum(losses[-20:]) / len(losses[-20:]) if losses else None,
+        "seconds": round(time.time() - started, 2),
+        "padding_share": round(1 - real_tokens / max(1, all_slots), 4),
+        "processes": world,
+        "config": asdict(cfg),
+    }
+
+
+def _loop(model: torch.nn.Module, examples: list[Example], cfg: TrainConfig, pad_id: int,
+          resume_dir: Path, run_id: str, optimizer: torch.optim.Optimizer,
+          scheduler: torch.optim.lr_scheduler.LRScheduler, steps: range,
+          signalled: threading.Event, losses: list[float], bar: tqdm, tokens: list[int]) -> None:
+    """The optimizer steps `steps`; `tokens` accumulates [token slots, real tokens]."""
+    rank, world = _world()
+    device = next(model.parameters()).device
+    micro = cfg.micro_batch or cfg.batch_size
+    total = steps.stop
+    for step in steps:
         batch = [examples[i] for i in _batch_indices(len(examples), cfg.batch_size, step,
                                                       cfg.seed)]
         n_tokens = sum(sum(1 for t in e.labels[1:] if t != IGNORE) for e in batch)
@@ -248,8 +286,8 @@ def train(
         if world > 1:
             dist.all_reduce(step_loss)
         slots, real = token_slots(mine)
-        all_slots += slots
-        real_tokens += real
+        tokens[0] += slots
+        tokens[1] += real
         if cfg.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         optimizer.step()
@@ -262,20 +300,40 @@ def train(
             if rank == 0:
                 log.info("step %d/%d loss %.4f lr %.2e", step + 1, total, recent,
                          scheduler.get_last_lr()[0])
-        if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < total:
+        if step + 1 == total:
+            break
+        stop = _stop_requested(signalled, resume_dir, device)
+        if stop or (cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0):
             _save_checkpoint(resume_dir, run_id, step + 1, model, optimizer, scheduler)
-    bar.close()
-    model.eval()
-    return {
-        "steps": total,
-        "resumed_from_step": start_step,
-        "examples": len(examples),
-        "final_loss": sum(losses[-20:]) / len(losses[-20:]) if losses else None,
-        "seconds": round(time.time() - started, 2),
-        "padding_share": round(1 - real_tokens / max(1, all_slots), 4),
-        "processes": world,
-        "config": asdict(cfg),
-    }
+        if stop:
+            raise Preempted(f"stopped on request after step {step + 1}/{total}; the checkpoint "
+                            f"in {resume_dir} resumes the run")
+
+
+@contextmanager
+def _stop_requests() -> Iterator[threading.Event]:
+    """An event set when a stop signal arrives (handlers only where Python allows them: the
+    main thread), with the previous handlers back afterwards."""
+    event = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield event
+        return
+    previous = {sig: signal.signal(sig, lambda *_: event.set()) for sig in STOP_SIGNALS}
+    try:
+        yield event
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _stop_requested(signalled: threading.Event, resume_dir: Path, device: torch.device) -> bool:
+    """Whether to stop now: the same answer on every rank (one rank may see the signal first)."""
+    stop = signalled.is_set() or (resume_dir / STOP_FILE).exists()
+    if _world()[1] > 1:
+        flag = torch.tensor([float(stop)], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        stop = bool(flag.item())
+    return stop
 
 
 # ---- resume checkpoints: torch.distributed.checkpoint, one shard file per rank -------------
