@@ -12,7 +12,14 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from mtl import judges
-from mtl.evaluation import Evaluator, check_model_folder, suite_tasks, toy_task_dir
+from mtl.evaluation import (
+    Evaluator,
+    Progress,
+    check_model_folder,
+    evaluate_points,
+    suite_tasks,
+    toy_task_dir,
+)
 from mtl.io import atomic_dir, write_json
 from mtl.memplan import evaluation_plan
 from mtl.merge import Recipe
@@ -20,6 +27,7 @@ from mtl.omega import skill_omegas
 from mtl.preflight import check_plan, check_sandbox, gpu_memory
 from mtl.provenance import Step
 from mtl.stepkit import setup
+from mtl.training import fingerprint
 
 smk = snakemake
 params = smk.params
@@ -64,13 +72,12 @@ with Step.from_snakemake(smk, seed=params.seed, config_keys=["evaluation"]) as s
                               include if toy_data else params.include_path,
                               params.batch_size, params.max_gen_toks, params.limit, params.seed,
                               params.get("gen_kwargs"), params.get("backend", "static"))
-        results = {}
-        for index, (key, omega) in enumerate(points, start=1):
-            if merger is not None:
-                log.info("point %d/%d: %s at ω = %s", index, len(points), recipe.method,
-                         list(omega))
-                merger.apply(omega)
-            results[key] = evaluator.run()
+        # Each finished point (and lm-eval call) is kept: a job stopped in hour 11 reruns only
+        # what it had left.
+        artifact = Path(smk.output.artifact).as_posix()
+        progress = Progress(Path("results/.resume") / artifact.removeprefix("results/"),
+                            fingerprint(step.identity, dict(params.items())))
+        results = evaluate_points(evaluator, points, merger, progress)
 
     with atomic_dir(smk.output.artifact) as tmp:
         summary = []
@@ -94,6 +101,7 @@ with Step.from_snakemake(smk, seed=params.seed, config_keys=["evaluation"]) as s
             "heuristic_omega": heuristic,
             "points": summary,
         })
+    progress.clear()
     if recipe is not None:
         # The merged models were never written; the record says how to re-make each one
         # (`snakemake results/merged/seed-<N>/<id>` writes a heuristic-ω merge to disk).

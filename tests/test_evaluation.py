@@ -94,7 +94,7 @@ def _evaluator(specs: dict[str, list[TaskSpec]], raw: dict[str, dict]) -> Evalua
     """An Evaluator whose lm-eval calls return `raw` (its constructor would load lm-eval)."""
     evaluator = Evaluator.__new__(Evaluator)
     evaluator.specs = specs
-    evaluator._evaluate_all = lambda: raw
+    evaluator._evaluate_all = lambda *_: raw
     return evaluator
 
 
@@ -191,3 +191,67 @@ def test_templates_compiled_once_render_what_a_fresh_compile_renders():
     assert lm_eval.utils.apply_template(template, {**doc, "answer": "x"}) == "a b | y"
     assert compiled.cache_info().hits >= 1
     assert not hasattr(compiled.__wrapped__, "cache_info")
+
+
+class Killed(BaseException):
+    """The job dying mid-grid (nothing after it runs, as after SIGKILL)."""
+
+
+def test_a_grid_killed_midway_reruns_only_the_points_left_with_the_same_bytes(tmp_path):
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    from mtl.evaluation import Progress, evaluate_points
+    from mtl.io import write_json
+    from mtl.merge import InPlaceMerger
+
+    torch.manual_seed(0)
+    theta_g = torch.nn.Linear(3, 2).state_dict()
+    tau = tmp_path / "tau.safetensors"
+    save_file({k: torch.randn(v.shape) for k, v in theta_g.items()}, tau,
+              metadata={"format": "pt", "mtl_kind": "task_vector"})
+    specs = {"general": [TaskSpec("t1", "acc"), TaskSpec("t2", "acc", num_fewshot=5)],
+             "science": [TaskSpec("t3", "acc")]}
+    points = [(f"omega-{w:.2f}", (w,)) for w in (0.1, 0.3, 0.5, 0.7, 0.9)]
+
+    def run(folder, run_id, kill_at=None):
+        model = torch.nn.Linear(3, 2)
+        model.load_state_dict(theta_g)
+        merger = InPlaceMerger(model, [tau])
+        applied, calls = [], []
+        apply = merger.apply
+        merger.apply = lambda omega: (applied.append(omega), apply(omega))
+        evaluator = Evaluator.__new__(Evaluator)
+        evaluator.specs, evaluator.limit = specs, None
+
+        def call(tasks, shots, limit):
+            calls.append(tuple(tasks))
+            if len(calls) == kill_at:
+                raise Killed
+            # A score of the merged weights, in the numpy type lm-eval returns.
+            value = np.float32(model.weight.sum().item())
+            return {"results": {t: {"acc,none": value, "acc_stderr,none": np.float32(0.01)}
+                                for t in tasks},
+                    "n-samples": {t: {"effective": 3} for t in tasks}}
+
+        evaluator._call = call
+        progress = Progress(folder, run_id)
+        try:
+            results = evaluate_points(evaluator, points, merger, progress)
+        except Killed:
+            return None, applied, calls
+        write_json(folder.parent / f"{folder.name}.json", results)
+        return (folder.parent / f"{folder.name}.json").read_bytes(), applied, calls
+
+    reference, applied, calls = run(tmp_path / "a", "run")
+    assert len(applied) == 5 and len(calls) == 10  # two lm-eval calls a point
+    # Killed in point 3's second call: points 1, 2 and point 3's first call are kept.
+    assert run(tmp_path / "b", "run", kill_at=6)[0] is None
+    resumed, applied, calls = run(tmp_path / "b", "run")
+    assert applied == [(0.5,), (0.7,), (0.9,)]
+    # Point 3's missing call, then points 4 and 5.
+    assert calls == [("t2",), ("t1", "t3"), ("t2",), ("t1", "t3"), ("t2",)]
+    assert resumed == reference
+    # Outputs kept for another run (other inputs, code or parameters) are not reused.
+    assert len(run(tmp_path / "b", "other-run")[2]) == 10

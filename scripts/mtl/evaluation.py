@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import math
 import os
+import pickle
 import shutil
 import tempfile
 from collections import defaultdict
@@ -22,6 +24,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mtl.io import atomic_file, write_json
 from mtl.suites import SUITES
 
 log = logging.getLogger(__name__)
@@ -129,37 +132,63 @@ class Evaluator:
         self.lm = lm_class(backend)(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
                                     max_gen_toks=max_gen_toks, **backend_args)
 
-    def _evaluate_all(self) -> dict[str, dict]:
-        """One lm-eval call per (few-shot, limit) setting; returns each task's raw output."""
-        from lm_eval import simple_evaluate
+    def _evaluate_all(self, point: str = "", progress: Progress | None = None
+                      ) -> dict[str, dict]:
+        """One lm-eval call per (few-shot, limit) setting; returns each task's raw output.
 
-        groups: dict[tuple, list[TaskSpec]] = defaultdict(list)
-        for tasks in self.specs.values():
-            for spec in tasks:
-                groups[(spec.num_fewshot, spec.limit or self.limit)].append(spec)
+        With `progress`, each call's outputs are kept as it finishes and a call kept by an
+        earlier run of the same job is not made again. The unit is the call, not the task:
+        lm-eval seeds its generators per call, so a task sampled beside others in one call
+        would draw other numbers alone.
+        """
         raw_by_task = {}
-        for (shots, limit), tasks in groups.items():
-            raw = simple_evaluate(
-                model=self.lm,
-                tasks=[spec.task for spec in tasks],
-                num_fewshot=shots,
-                limit=limit,
-                gen_kwargs=self.gen_kwargs,
-                task_manager=self.task_manager,
-                apply_chat_template=True,
-                log_samples=True,
-                random_seed=self.seed,
-                numpy_random_seed=self.seed,
-                torch_random_seed=self.seed,
-                fewshot_random_seed=self.seed,
-            )
-            for spec in tasks:
-                raw_by_task[spec.task] = _task_part(raw, spec.task)
+        for index, ((shots, limit), names) in enumerate(self._calls().items()):
+            kept = None if progress is None else progress.load(point, index, names)
+            if kept is None:
+                raw = self._call(names, shots, limit)
+                kept = {name: _task_part(raw, name) for name in names}
+                if progress is not None:
+                    progress.save(point, index, names, kept)
+            raw_by_task.update(kept)
         return raw_by_task
 
-    def run(self) -> dict[str, dict]:
-        """Evaluate every suite; return {suite: {score, stderr, tasks, lm_eval}}."""
-        raw = self._evaluate_all()
+    def _calls(self) -> dict[tuple[int | None, int | None], list[str]]:
+        """The tasks of each lm-eval call, by (few-shot, limit)."""
+        groups: dict[tuple, list[str]] = defaultdict(list)
+        for tasks in self.specs.values():
+            for spec in tasks:
+                groups[(spec.num_fewshot, spec.limit or self.limit)].append(spec.task)
+        return groups
+
+    def all_kept(self, point: str, progress: Progress) -> bool:
+        """Whether an earlier run kept every call of `point` (no need to set its ω)."""
+        return all(progress.has(point, index, names)
+                   for index, names in enumerate(self._calls().values()))
+
+    def _call(self, tasks: list[str], shots: int | None, limit: int | None) -> dict:
+        from lm_eval import simple_evaluate
+
+        return simple_evaluate(
+            model=self.lm,
+            tasks=tasks,
+            num_fewshot=shots,
+            limit=limit,
+            gen_kwargs=self.gen_kwargs,
+            task_manager=self.task_manager,
+            apply_chat_template=True,
+            log_samples=True,
+            random_seed=self.seed,
+            numpy_random_seed=self.seed,
+            torch_random_seed=self.seed,
+            fewshot_random_seed=self.seed,
+        )
+
+    def run(self, point: str = "", progress: Progress | None = None) -> dict[str, dict]:
+        """Evaluate every suite; return {suite: {score, stderr, tasks, lm_eval}}.
+
+        `point` names the merge grid point (or "" for a model as it is) in `progress`.
+        """
+        raw = self._evaluate_all(point, progress)
         out = {}
         for suite, tasks in self.specs.items():
             per_task = {spec.task: _headline(raw[spec.task], spec) for spec in tasks}
@@ -188,6 +217,69 @@ def neutral_generation_config(model) -> None:
     model.generation_config = GenerationConfig(
         bos_token_id=own.bos_token_id, eos_token_id=own.eos_token_id,
         pad_token_id=own.pad_token_id)
+
+
+def evaluate_points(evaluator: Evaluator, points: Sequence[tuple[str, Sequence[float] | None]],
+                    merger, progress: Progress | None = None) -> dict[str, dict]:
+    """{point: suites' results} of every (name, ω) point, the merger (if any) set to each ω
+    in turn; a point whose every lm-eval call `progress` kept is neither merged nor run."""
+    results = {}
+    for index, (key, omega) in enumerate(points, start=1):
+        if merger is not None and (progress is None or not evaluator.all_kept(key, progress)):
+            log.info("point %d/%d at ω = %s", index, len(points), list(omega))
+            merger.apply(omega)
+        results[key] = evaluator.run(key, progress)
+    return results
+
+
+class Progress:
+    """What an evaluation job finished, kept so that a rerun (after a preemption or a time
+    limit) computes only the rest.
+
+    One file per grid point and lm-eval call, written atomically; a pickle, so the outputs come
+    back with the exact types lm-eval returned (a JSON round trip would turn numpy float32
+    scores into text) and the rerun writes the same bytes. `run_id` identifies what is
+    evaluated (inputs, code, parameters): outputs kept for another run_id are dropped.
+    """
+
+    def __init__(self, folder: Path, run_id: str) -> None:
+        self.folder = Path(folder)
+        marker = self.folder / "run.json"
+        if marker.exists() and json.loads(marker.read_text()).get("run_id") != run_id:
+            log.warning("dropping evaluation progress of another run in %s", self.folder)
+            shutil.rmtree(self.folder)
+        if not marker.exists():
+            write_json(marker, {"run_id": run_id})
+
+    def _path(self, point: str, call: int) -> Path:
+        return self.folder / (point or "model") / f"call-{call}.pkl"
+
+    def _read(self, point: str, call: int, tasks: list[str]) -> dict | None:
+        path = self._path(point, call)
+        if not path.exists():
+            return None
+        with open(path, "rb") as handle:
+            kept = pickle.load(handle)
+        return kept if kept["tasks"] == tasks else None
+
+    def has(self, point: str, call: int, tasks: list[str]) -> bool:
+        return self._read(point, call, tasks) is not None
+
+    def load(self, point: str, call: int, tasks: list[str]) -> dict | None:
+        """The outputs of this call if an earlier run kept them, else None."""
+        kept = self._read(point, call, tasks)
+        if kept is not None:
+            log.info("point %r, lm-eval call %d: kept from an earlier run", point or "model",
+                     call)
+        return None if kept is None else kept["raw"]
+
+    def save(self, point: str, call: int, tasks: list[str], raw: dict) -> None:
+        with atomic_file(self._path(point, call), "wb") as handle:
+            pickle.dump({"tasks": tasks, "raw": raw}, handle)
+
+    def clear(self) -> None:
+        """The job's output is written: what it kept is garbage."""
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _compile_templates_once() -> None:

@@ -564,6 +564,12 @@ class Step:
             raise ProvenanceError(f"rule {self.rule}: {digest!r} is not a {HASH}:<hex> digest")
         self._given[rel] = digest
 
+    @property
+    def identity(self) -> dict[str, Any]:
+        """The hashes of this step's inputs and code (known once the step is entered): what a
+        partial result must match to be reused by a rerun."""
+        return {"inputs": self._record["inputs"], "code": self._record["code"]["files"]}
+
     def note(self, **facts: Any) -> None:
         """Add facts to every record of this step (n_examples, omega, hub revision, derived...).
 
