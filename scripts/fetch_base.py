@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from mtl.io import atomic_dir
 from mtl.pins import LOCK_DIR, resolve
+from mtl.preflight import check_token
 from mtl.provenance import Step
 from mtl.stepkit import setup
 
@@ -29,6 +30,8 @@ with Step.from_snakemake(smk) as step:
         "model", params.base, params.revision, LOCK_DIR,
         lambda rev: HfApi().model_info(params.base, revision=rev).sha)
     log.info("%s at revision %s (%s)", params.base, revision, pinned_by)
+    # Llama-2 is gated: without a token the download would fail after the metadata.
+    check_token(params.base, HfApi().model_info(params.base, revision=revision).gated)
     with atomic_dir(smk.output.artifact) as tmp:
         # safetensors only: the merge engine refuses pickle checkpoints.
         snapshot_download(params.base, revision=revision, local_dir=tmp,

@@ -34,12 +34,15 @@ with Step.from_snakemake(smk, seed=seed) as step:
     else:
         from huggingface_hub import HfApi
 
+        from mtl.preflight import check_token
+
         def lookup(revision: str | None) -> str:
             return HfApi().dataset_info(spec["path"], revision=revision).sha
 
         revision, pinned_by = resolve("dataset", spec["path"], spec["revision"], LOCK_DIR,
                                       lookup)
         log.info("%s at revision %s (%s)", spec["path"], revision, pinned_by)
+        check_token(spec["path"], HfApi().dataset_info(spec["path"], revision=revision).gated)
         rows = load_dataset(spec["path"], spec["name"], split=spec["split"], revision=revision,
                             **options)
         origin = f"{spec['path']}@{revision}"

@@ -10,6 +10,7 @@ from huggingface_hub import HfApi, snapshot_download
 from mtl.io import atomic_dir
 from mtl.paper_standin import write_judge
 from mtl.pins import LOCK_DIR, resolve
+from mtl.preflight import check_token
 from mtl.provenance import Step
 from mtl.stepkit import setup
 
@@ -24,6 +25,7 @@ def fetch_from_hub(step: Step) -> None:
 
     revision, pinned_by = resolve("model", spec["repo"], spec["revision"], LOCK_DIR, lookup)
     info = HfApi().model_info(spec["repo"], revision=revision, files_metadata=False)
+    check_token(spec["repo"], info.gated)
     files = [s.rfilename for s in info.siblings or []]
     # Prefer safetensors; some judges (the ToxiGen RoBERTa) publish only PyTorch .bin weights,
     # which transformers loads with weights_only=True.

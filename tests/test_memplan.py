@@ -169,3 +169,12 @@ def test_evaluated_model_leaves_the_gpu_while_a_judge_runs(tmp_path: Path, monke
     with judges._loaded("harmbench", "causal") as (judge, tokenizer):
         assert events == ["off"] and tokenizer == "tok" and judge.config.model_type == "llama"
     assert events == ["off", "back"]
+
+
+def test_weights_bytes_sums_a_folders_safetensors(tmp_path: Path) -> None:
+    save_file({"w": torch.zeros(10, 10)}, tmp_path / "a.safetensors")
+    save_file({"v": torch.zeros(5)}, tmp_path / "b.safetensors")
+    (tmp_path / "config.json").write_text("{}")
+    total = sum((tmp_path / n).stat().st_size for n in ("a.safetensors", "b.safetensors"))
+    assert preflight.weights_bytes(tmp_path) == total > 420
+    assert preflight.weights_bytes(tmp_path / "b.safetensors") < total

@@ -76,6 +76,13 @@ def check_disk(folder: Path, need: int, what: str) -> None:
                              f"{need / GB:.1f} GB; free space there or move the workflow")
 
 
+def weights_bytes(path: Path) -> int:
+    """Bytes of a model folder's (or a single file's) safetensors weights."""
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(path.glob("*.safetensors"))
+    return sum(f.stat().st_size for f in files)
+
+
 def check_token(repo: str, gated: object) -> None:
     """Stop before a download of gated `repo` (the hub's `gated` field) without a hub token."""
     if not gated:
