@@ -278,8 +278,13 @@ class Progress:
             pickle.dump({"tasks": tasks, "raw": raw}, handle)
 
     def clear(self) -> None:
-        """The job's output is written: what it kept is garbage."""
+        """The job's output is written: what it kept is garbage (and so are folders it leaves
+        empty, up to the one named .resume)."""
         shutil.rmtree(self.folder, ignore_errors=True)
+        for parent in self.folder.parents:
+            if parent.name == ".resume" or not parent.is_dir() or any(parent.iterdir()):
+                break
+            parent.rmdir()
 
 
 def _compile_templates_once() -> None:

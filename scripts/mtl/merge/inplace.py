@@ -52,13 +52,15 @@ class InPlaceMerger:
     """Set a loaded model's parameters to grid points of a merge, without touching disk.
 
     `model` holds θ_G when the merger is built. The merger keeps a copy of θ_G and the skill
-    inputs (and θ_pre, if the merge needs it) in their stored dtypes in host memory (pinned when
-    the model is on a GPU, so the copies back are fast); `apply(ω)` streams them to each
-    parameter's device one tensor at a time and recomputes the parameter there in float32, so
-    grid points never accumulate: apply(ω1); apply(ω2) equals apply(ω2) on a fresh θ_G.
-    Memory: θ_G's copy plus the inputs on the host; on the model's device only the model and
-    the method's float32 scratch buffers (a few tensors of the largest shape), so a 7B model
-    merged with three float32 task vectors (≈ 95 GB of inputs) fits one 80 GB GPU. `restore()`
+    inputs (and θ_pre, if the merge needs it) in their stored dtypes in host memory; `apply(ω)`
+    streams them to each parameter's device one tensor at a time and recomputes the parameter
+    there in float32, so grid points never accumulate: apply(ω1); apply(ω2) equals apply(ω2) on
+    a fresh θ_G. Memory: θ_G's copy plus the inputs on the host; on the model's device only the
+    model and the method's float32 scratch buffers (a few tensors of the largest shape), so a 7B
+    model merged with three float32 task vectors (≈ 95 GB of inputs) fits one 80 GB GPU. The
+    host copies are not pinned: torch's pinned allocator rounds each block up to a power of
+    two (up to twice the memory), and copying a grid point's ≈ 95 GB from pageable memory
+    takes seconds against the minutes its evaluation takes. `restore()`
     puts θ_G back. A model on the meta device gets meta copies and reads nothing (the memory
     plan, mtl.memplan, sums them).
 
@@ -115,7 +117,7 @@ class InPlaceMerger:
                 info = checkpoint.tensors[name]
                 held[name] = torch.empty(info.shape, dtype=info.dtype, device="meta")
             else:
-                held[name] = _hold(checkpoint.read(name), on_gpu=param.is_cuda)
+                held[name] = _hold(checkpoint.read(name))
         return held
 
     def held(self) -> list[torch.Tensor]:
@@ -127,9 +129,8 @@ class InPlaceMerger:
         device = self._params[name].device
 
         def source(tensors: Mapping[str, torch.Tensor], label: str, is_model: bool) -> Source:
-            # Same stream as the copy into the scratch buffer that follows: ordered, so a
-            # non-blocking copy from pinned memory is safe (a no-op for a model on the host).
-            return Source(lambda: tensors[name].to(device, non_blocking=True), label, is_model)
+            # A no-op for a model on the host.
+            return Source(lambda: tensors[name].to(device), label, is_model)
 
         return TensorInputs(
             name,
@@ -165,14 +166,14 @@ class InPlaceMerger:
     def restore(self) -> None:
         """Put θ_G back."""
         for name, param in self._params.items():
-            param.copy_(self._general[name].to(param.device, non_blocking=True))
+            param.copy_(self._general[name])
 
 
-def _hold(tensor: torch.Tensor, on_gpu: bool | None = None) -> torch.Tensor:
-    """A host copy of `tensor` (its own memory, pinned when it serves a GPU); meta stays meta."""
+def _hold(tensor: torch.Tensor) -> torch.Tensor:
+    """A host copy of `tensor` in memory of its own (never a view of a read buffer); meta stays
+    meta."""
     if tensor.is_meta:
         return torch.empty_like(tensor)
-    on_gpu = tensor.is_cuda if on_gpu is None else on_gpu
-    copy = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=on_gpu)
+    copy = torch.empty(tensor.shape, dtype=tensor.dtype)
     copy.copy_(tensor)
     return copy
