@@ -255,3 +255,14 @@ def test_a_grid_killed_midway_reruns_only_the_points_left_with_the_same_bytes(tm
     assert resumed == reference
     # Outputs kept for another run (other inputs, code or parameters) are not reused.
     assert len(run(tmp_path / "b", "other-run")[2]) == 10
+
+
+def test_progress_cleared_leaves_no_empty_folders_below_resume(tmp_path):
+    from mtl.evaluation import Progress
+
+    (tmp_path / "results" / ".resume" / "other").mkdir(parents=True)
+    progress = Progress(tmp_path / "results" / ".resume" / "eval" / "seed-1" / "merge", "run")
+    progress.save("omega-0.10", 0, ["t1"], {"t1": {}})
+    assert progress.has("omega-0.10", 0, ["t1"]) and not progress.has("omega-0.10", 0, ["t2"])
+    progress.clear()
+    assert sorted(p.name for p in (tmp_path / "results" / ".resume").iterdir()) == ["other"]

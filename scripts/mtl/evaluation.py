@@ -281,6 +281,8 @@ class Progress:
         """The job's output is written: what it kept is garbage (and so are folders it leaves
         empty, up to the one named .resume)."""
         shutil.rmtree(self.folder, ignore_errors=True)
+        if ".resume" not in self.folder.parts:
+            return
         for parent in self.folder.parents:
             if parent.name == ".resume" or not parent.is_dir() or any(parent.iterdir()):
                 break
