@@ -87,6 +87,10 @@ def test_standin_plan_equals_what_real_objects_hold(tmp_path: Path) -> None:
     assert plan.gpu["forward outputs (batch 2 × 16)"] == real_out
     # Held copies live on the host, not on the model's device.
     assert all(t.device.type == "cpu" for t in merger.held())
+    # The scratch a real merge keeps, plus one streamed input in flight (the largest tensor).
+    merger.apply([0.3, 0.4])
+    largest = max(p.numel() for p in model.parameters()) * 4
+    assert plan.gpu["merger scratch (float32)"] == merger.scratch_bytes() + largest
 
 
 def test_paper_plans_all_fit_80_gb() -> None:

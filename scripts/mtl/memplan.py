@@ -286,7 +286,8 @@ def _scratch_roles(skills: int, method: str, folder: Path) -> int:
         paths.append(path)
     merger = InPlaceMerger(tiny, paths, method=method)
     merger.apply([1.0 / skills] * skills)
-    return len(merger._scratch._buffers)
+    # Each buffer has grown to the largest tensor it held: the weight, 4 × 3 float32 values.
+    return merger.scratch_bytes() // (tiny.weight.numel() * 4)
 
 
 def _header_only(model: torch.nn.Module, path: Path) -> Path:

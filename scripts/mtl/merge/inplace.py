@@ -125,6 +125,10 @@ class InPlaceMerger:
         groups = [self._general, *([] if self._pre is None else [self._pre]), *self._skills]
         return [tensor for group in groups for tensor in group.values()]
 
+    def scratch_bytes(self) -> int:
+        """Bytes of the float32 scratch buffers apply() keeps on the model's device."""
+        return sum(buffer.numel() for buffer in self._scratch._buffers.values())
+
     def _inputs(self, name: str) -> TensorInputs:
         device = self._params[name].device
 
