@@ -4,6 +4,7 @@ change what is generated), through the evaluator the workflow runs."""
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from pathlib import Path
@@ -13,6 +14,7 @@ import torch
 
 from mtl import benchmarks, judges
 from mtl.evaluation import Evaluator, TaskSpec
+from mtl.generation import BACKENDS, ContinuousHFLM
 from mtl.paper_standin import TULU_TEMPLATE, byte_tokenizer, tiny_llama, write_judge
 
 REPO = Path(__file__).resolve().parent.parent
@@ -85,11 +87,13 @@ def test_a_task_file_without_an_explicit_setting_is_refused(tmp_path, monkeypatc
         benchmarks.task_file.cache_clear()
 
 
-@pytest.fixture(scope="module")
-def recorded(tmp_path_factory) -> dict[str, dict]:
-    """For each task, the documents lm-eval evaluated and one record per generated sequence:
-    the prompt, the stop strings and the settings `generate` resolved (its own merge of its
-    arguments and the model's config)."""
+@pytest.fixture(scope="module", params=BACKENDS)
+def recorded(request, tmp_path_factory) -> dict[str, dict]:
+    """For each task, through either generation backend, the documents lm-eval evaluated and
+    one record per generated sequence: the prompt, the stop strings and the settings the
+    backend resolved (`generate`'s own merge of its arguments and the model's config; the
+    continuous backend's config with transformers' defaults where it leaves one unset)."""
+    backend = request.param
     root = tmp_path_factory.mktemp("generation")
     for name, benchmark in benchmarks.BENCHMARKS.items():
         path = root / "results" / "evaldata" / f"{name}.jsonl"
@@ -117,13 +121,23 @@ def recorded(tmp_path_factory) -> dict[str, dict]:
         eos = torch.full((input_ids.shape[0], 1), tokenizer.eos_token_id)
         return torch.cat([input_ids, eos], dim=1)
 
+    def continuous(self, prompts, config, max_new, stop):
+        config = copy.deepcopy(config)
+        config.update(**config._get_default_generation_params(), defaults_only=True)
+        for prompt in prompts:
+            calls.append({"prompt": tokenizer.decode(prompt, skip_special_tokens=True),
+                          "stop": list(stop), "config": config, "max_new_tokens": max_new})
+        return [[tokenizer.eos_token_id] for _ in prompts]
+
+    monkey.setattr(ContinuousHFLM, "_continuous", continuous)
+
     out: dict[str, dict] = {}
     try:
         for task in benchmarks.all_tasks():
             evaluator = Evaluator(model, tokenizer, {task.suite: [TaskSpec(task.name,
                                                                            task.metric)]},
                                   benchmarks.TASK_DIR, batch_size=64, max_gen_toks=512,
-                                  limit=None, seed=1)
+                                  limit=None, seed=1, backend=backend)
             model.generate = generate  # after the evaluator set the model up, as lm-eval calls it
             calls.clear()
             documents = evaluator.run()[task.suite]["tasks"][task.name]["n"]
@@ -147,6 +161,7 @@ def test_generate_receives_the_documented_settings(recorded, task):
         config = call["config"]
         assert call["stop"] == [*row["stop"], "</s>"], task
         assert call["max_new_tokens"] == int(row["max_new_tokens"]), task
+        assert config.max_new_tokens in (None, call["max_new_tokens"]), task
         assert config.num_beams == 1 and config.num_return_sequences == 1, task
         assert config.repetition_penalty == 1.0, task
         assert config.do_sample is (row["decoding"] == "sampled"), task
