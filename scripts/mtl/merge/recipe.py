@@ -4,7 +4,8 @@ The workflow's rules build a `Recipe` from the config's `merge` section once, at
 a bad recipe is named before any job runs), and pass it to the step programs as plain data;
 the step programs turn it back into a `Recipe` and let it drive the engine, in memory or on
 disk. What a merge evaluation evaluates (one point at the heuristic ω, or the ω grid) is the
-recipe's `points`, and the heuristic ω is `heuristic_omegas`, computed here only.
+recipe's `points`; the heuristic ω counted in the data trained is `heuristic_omegas`
+(mtl.omega uses the paper's sizes instead under `merge.omega_sizes: paper`).
 """
 
 from __future__ import annotations
