@@ -4,19 +4,21 @@
     python scripts/bench_eval.py --tiny          # proves it runs, anywhere (CPU, tiny width)
 
 Both backends generate for the same requests, drawn like one evaluation point of the paper's
-benchmarks (`WORKLOAD`: generations per point from the benchmarks' item counts, each request's
-prompt length and output length drawn around the benchmark's typical lengths, outputs capped at
-the task's token limit). A random model never stops by itself, so each request is made to
-generate exactly its drawn length (end-of-sequence disabled):
+benchmarks: each generating task of the registry (mtl.eval_cost: counted items × samples, the
+task's token limit) in proportion to its generations, each request's prompt and output length
+drawn around the task's typical lengths (`TYPICAL`, assumptions), outputs capped at the limit.
+A random model never stops by itself, so each request generates exactly its drawn length
+(end-of-sequence disabled):
 
-- static: lm-eval's way — requests sorted by prompt length, batches of --batch-size, each batch
-  generating until its longest output is done (`model.generate`, left padding);
+- static: lm-eval's way — requests grouped by task (lm-eval batches one generation setting at a
+  time), longest prompts first, batches of --batch-size, each batch generating until its longest
+  output is done (`model.generate`, left padding);
 - continuous: transformers' continuous batching on the same model object (paged KV cache),
   each request leaving as soon as its own output is done.
 
-Printed per backend: useful generated tokens/s (padding and a batch's idle rows excluded) and the
-projected GPU-hours of generation per evaluation point and per table (points per table from the
-paper's tables: docs/paper-evaluation.md). The ratio continuous/static is measured in this one run.
+Printed: each backend's useful generated tokens/s (a batch's padding and idle rows excluded), the
+ratio continuous/static measured in this one run, and the cost table of docs/paper-evaluation.md
+(`scripts/eval_cost.py`, every generation at its limit) with the measured throughputs.
 """
 
 from __future__ import annotations
@@ -24,11 +26,16 @@ from __future__ import annotations
 import argparse
 import math
 import random
+import sys
 import time
-from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from transformers import ContinuousBatchingConfig, GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mtl.benchmarks import BENCHMARKS
+from mtl.eval_cost import Backend, Load, loads, render
 
 SHAPES = {
     # Llama-2-7B (its public config) with Tülu's pad token.
@@ -40,59 +47,56 @@ SHAPES = {
              "max_position_embeddings": 4096},
 }
 
-
-@dataclass(frozen=True)
-class Benchmark:
-    generations: int  # per evaluation point: items × samples
-    limit: int  # the task's max new tokens
-    prompt: int  # typical prompt tokens (assumed: the prompt format's few-shot text + an item)
-    output: int  # typical output tokens (assumed)
-
-
-# Generations and limits are the tasks' own (docs/paper-evaluation.md); prompt and output lengths
-# are assumptions from the prompt formats (few-shot exemplars dominate GSM8K, BBH, TruthfulQA)
-# and from chat models' typical answers, to be replaced by counts from real outputs.
-WORKLOAD = {
-    "gsm8k": Benchmark(200, 512, 900, 180),
-    "bbh": Benchmark(27 * 40, 512, 1000, 150),
-    "truthfulqa": Benchmark(817, 50, 250, 40),
-    "sciriff": Benchmark(2500, 1024, 1500, 200),
-    "toxigen": Benchmark(7000, 512, 110, 60),
-    "harmbench": Benchmark(400, 512, 60, 250),
-    "xstest": Benchmark(450, 2048, 30, 200),
-    "humaneval_plus": Benchmark(164 * 20, 512, 200, 120),
-    "mbpp_plus": Benchmark(278 * 20, 512, 150, 100),
+# Typical (prompt, output) tokens per task: assumptions from the prompt formats (few-shot
+# exemplars dominate GSM8K, BBH and TruthfulQA; SciRIFF's inputs fill much of its 4,096 context)
+# and from chat models' usual answer lengths, to be replaced by counts from real outputs. A task
+# not listed gets DEFAULT_TYPICAL's prompt and a quarter of its token limit.
+TYPICAL = {
+    "paper_gsm8k": (900, 180),
+    "paper_bbh": (1000, 150),
+    "paper_truthfulqa": (250, 40),
+    "paper_sciriff": (1500, 200),
+    "paper_toxigen": (110, 60),
+    "paper_harmbench": (60, 250),
+    "paper_xstest_unsafe": (30, 200),
+    "paper_xstest_safe": (30, 200),
+    "paper_humaneval_plus": (200, 120),
+    "paper_mbpp_plus": (150, 100),
 }
-TABLE_POINTS = {"table 5": 8, "table 3": 43}
+DEFAULT_TYPICAL = 256
 
 
-def draw(n: int, seed: int, max_positions: int) -> list[tuple[int, int]]:
-    """n (prompt, output) lengths, benchmarks in proportion to their generations per point;
+def typical(load: Load) -> tuple[int, int]:
+    return TYPICAL.get(load.task, (DEFAULT_TYPICAL, max(1, (load.max_new_tokens or 4) // 4)))
+
+
+def draw(n: int, seed: int, max_positions: int) -> list[tuple[str, int, int]]:
+    """n (task, prompt, output) requests, tasks in proportion to their generations per point;
     log-normal (σ = 0.5) around each typical length, outputs capped at the task's limit."""
     rng = random.Random(seed)
-    names = list(WORKLOAD)
-    weights = [WORKLOAD[name].generations for name in names]
+    generating = [load for load in loads(list(BENCHMARKS)) if load.generations]
     out = []
-    for name in rng.choices(names, weights, k=n):
-        bench = WORKLOAD[name]
-        prompt = max(8, int(rng.lognormvariate(math.log(bench.prompt), 0.5)))
-        output = min(bench.limit, max(1, int(rng.lognormvariate(math.log(bench.output), 0.5))))
-        out.append((min(prompt, max_positions - output), output))
+    for load in rng.choices(generating, [load.generations for load in generating], k=n):
+        prompt_mean, output_mean = typical(load)
+        prompt = max(8, int(rng.lognormvariate(math.log(prompt_mean), 0.5)))
+        output = min(load.max_new_tokens, max(1, int(rng.lognormvariate(math.log(output_mean),
+                                                                        0.5))))
+        out.append((load.task, min(prompt, max_positions - output), output))
     return out
 
 
-def point_tokens() -> int:
-    """Expected generated tokens of one evaluation point (typical lengths, not the limits)."""
-    return sum(b.generations * b.output for b in WORKLOAD.values())
-
-
 def static(model, requests, vocab: int, batch_size: int) -> float:
-    """Seconds for lm-eval's static batches: longest prompts first, each batch run to its
-    longest output."""
-    order = sorted(requests, key=lambda r: -r[0])
+    """Seconds for lm-eval's static batches: one task at a time, longest prompts first, each
+    batch run to its longest output."""
+    by_task: dict[str, list[tuple[int, int]]] = {}
+    for task, prompt, output in requests:
+        by_task.setdefault(task, []).append((prompt, output))
+    batches = []
+    for rows in by_task.values():
+        rows.sort(key=lambda row: -row[0])
+        batches += [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
     start = time.perf_counter()
-    for i in range(0, len(order), batch_size):
-        batch = order[i:i + batch_size]
+    for batch in batches:
         width = max(p for p, _ in batch)
         steps = max(o for _, o in batch)
         ids = torch.randint(3, vocab, (len(batch), width), device=model.device)
@@ -109,13 +113,13 @@ def continuous(model, requests, vocab: int) -> float:
     """Seconds for continuous batching: every request its own output length."""
     config = GenerationConfig(do_sample=False, eos_token_id=-1, pad_token_id=0)
     sizes = {} if model.device.type == "cuda" else {
-        "page_size": 32, "num_blocks": sum(math.ceil((p + o) / 32) for p, o in requests),
+        "page_size": 32, "num_blocks": sum(math.ceil((p + o) / 32) for _, p, o in requests),
         "max_batch_tokens": 2048}
     start = time.perf_counter()
     with model.continuous_batching_context_manager(
             generation_config=config, continuous_batching_config=ContinuousBatchingConfig(**sizes),
             warmup=model.device.type == "cuda", block=True) as manager:
-        for index, (p, o) in enumerate(requests):
+        for index, (_, p, o) in enumerate(requests):
             manager.add_request(torch.randint(3, vocab, (p,)).tolist(), request_id=f"r{index}",
                                 max_new_tokens=o)
         finished = 0
@@ -153,9 +157,9 @@ def main() -> None:
     with torch.device(device):
         model = LlamaForCausalLM(config).to(dtype).eval()
     requests = draw(n, args.seed, shape["max_position_embeddings"])
-    if args.tiny:  # short outputs: the CPU proves the code path, not the throughput
-        requests = [(min(p, 64), min(o, 16)) for p, o in requests]
-    useful = sum(o for _, o in requests)
+    if args.tiny:  # short requests: the CPU proves the code path, not the throughput
+        requests = [(task, min(p, 64), min(o, 16)) for task, p, o in requests]
+    useful = sum(o for _, _, o in requests)
     print(f"{device}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, "
           f"{n} requests, {useful} generated tokens, static batch {batch_size}")
     rates = {}
@@ -166,11 +170,13 @@ def main() -> None:
                                                             shape["vocab_size"]))):
             seconds = run()
             rates[name] = useful / seconds
-            hours = point_tokens() / rates[name] / 3600
-            tables = ", ".join(f"{t} {hours * p:.1f}" for t, p in TABLE_POINTS.items())
-            print(f"{name:<11} {seconds:8.1f} s  {rates[name]:10.1f} tokens/s  "
-                  f"{hours:9.2f} h a point  ({tables} h, on this {device})")
+            print(f"{name:<11} {seconds:8.1f} s  {rates[name]:10.1f} tokens/s")
     print(f"continuous / static throughput: {rates['continuous'] / rates['static']:.2f}")
+    # The cost table at these throughputs: a measurement only at Llama-2-7B's shape on a GPU.
+    measured = device == "cuda" and not args.tiny
+    print(f"\nHours of generation per point and table at these rates ({device}):")
+    print(render([Backend(f"{name} on {device}", rate, measured) for name, rate in rates.items()]),
+          end="")
 
 
 if __name__ == "__main__":
