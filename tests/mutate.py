@@ -8,7 +8,9 @@ where `find` must occur exactly once in `file`. In a scratch copy of the reposit
 fresh clone has) each mutation in turn replaces `find` by `replace` and runs
     python -m pytest -x -q -m "not slow" <tests>
 which must FAIL: a mutation the tests pass on has survived. Each test selection is first run on
-the unmutated copy and must pass, so a failure is the mutation's doing.
+the unmutated copy and must pass, so a failure is the mutation's doing; with `--passed
+REPORT` (pytest's `--junitxml` of a run of this tree, as CI makes), a selection whose every
+test passed in that run counts as passing without running it again.
 
 `--jobs N` (default: one per CPU) judges N mutations at once, each in its own scratch copy: a
 pytest run is one process on one core, so N cores judge N mutations in the time of one. Each
@@ -35,6 +37,7 @@ import sys
 import tempfile
 import time
 import traceback
+import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -217,6 +220,35 @@ def run_tests(workdir: Path, tests: tuple[str, ...]) -> tuple[int | None, str, f
     return done.returncode, done.stdout + done.stderr, time.monotonic() - started
 
 
+def passed_tests(report: Path) -> set[str]:
+    """The node ids (path::name) that passed in a pytest --junitxml report."""
+    passed = set()
+    for case in ElementTree.parse(report).iter("testcase"):
+        if any(child.tag in ("failure", "error", "skipped") for child in case):
+            continue
+        # pytest writes a node id's path as a dotted module (and a class after it).
+        passed.add(f"{case.get('classname', '')}::{case.get('name', '')}")
+    return passed
+
+
+def junit_id(node: str) -> str:
+    """A node id as a junit report spells it: tests/test_a.py::Class::test_b[x] ->
+    tests.test_a.Class::test_b[x]."""
+    path, *inner, name = node.split("::")
+    return f"{'.'.join([path.removesuffix('.py').replace('/', '.'), *inner])}::{name}"
+
+
+def baseline(workdir: Path, tests: tuple[str, ...],
+             passed: set[str]) -> tuple[int | None, str, float]:
+    """The selection run unmutated, unless each of its tests is in `passed` (collected only)."""
+    if passed:
+        code, output, seconds = run_tests(workdir, ("--collect-only", *tests))
+        nodes = {line.strip() for line in output.splitlines() if "::" in line}
+        if code == 0 and nodes and {junit_id(node) for node in nodes} <= passed:
+            return 0, f"all {len(nodes)} tests passed in the pytest run", seconds
+    return run_tests(workdir, tests)
+
+
 def judge(workdir: Path, mutation: Mutation) -> Outcome:
     target = workdir / mutation.file
     original = target.read_text()
@@ -276,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run these mutations only")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, metavar="N",
                         help="mutations judged at once (default: one per CPU)")
+    parser.add_argument("--passed", type=Path, metavar="REPORT",
+                        help="pytest --junitxml report of this tree: a selection whose every "
+                             "test passed there needs no baseline run")
     parser.add_argument("--folder", type=Path, default=MUTATIONS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
@@ -294,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mutate: --jobs must be at least 1, not {args.jobs}", file=sys.stderr)
         return 2
 
+    passed = passed_tests(args.passed) if args.passed else set()
     started = time.monotonic()
     start_fork_server(PRELOAD)
     with tempfile.TemporaryDirectory(prefix="mtl-mutate-") as tmp:
@@ -302,11 +338,13 @@ def main(argv: list[str] | None = None) -> int:
         selections = list(dict.fromkeys(m.tests for m in mutations))
 
         def baseline_done(result: tuple[tuple[str, ...], int | None, str, float]) -> None:
-            tests, code, _, seconds = result
+            tests, code, output, seconds = result
             if code == 0:
-                print(f"baseline passes in {seconds:.1f}s: {' '.join(tests)}", flush=True)
+                how = output if output.startswith("all ") else "passes"
+                print(f"baseline {how} ({seconds:.1f}s): {' '.join(tests)}", flush=True)
 
-        baselines = in_copies(copies, lambda copy, tests: (tests, *run_tests(copy, tests)),
+        baselines = in_copies(copies,
+                              lambda copy, tests: (tests, *baseline(copy, tests, passed)),
                               selections, baseline_done)
         failing = [(tests, code, output) for tests, code, output, _ in baselines if code != 0]
         for tests, code, output in failing:

@@ -4,6 +4,8 @@ one they notice is caught, and the shipped mutation files all apply to this repo
 from __future__ import annotations
 
 import multiprocessing
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -131,3 +133,26 @@ def test_mutations_are_judged_in_parallel_each_in_a_copy_of_its_own(repo, tmp_pa
 def test_jobs_below_one_is_refused(capsys):
     assert main(["--jobs", "0", "--only", load(MUTATIONS, REPO)[0].name]) == 2
     assert "--jobs must be at least 1" in capsys.readouterr().err
+
+
+def test_a_selection_that_passed_in_the_pytest_run_needs_no_baseline(repo, tmp_path):
+    report = tmp_path / "report.xml"
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           f"--junitxml={report}", "test_lib.py"], cwd=repo,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    passed = mutate.passed_tests(report)
+    assert passed == {mutate.junit_id("test_lib.py::test_add")}
+    code, output, _ = mutate.baseline(repo, ("test_lib.py",), passed)
+    assert (code, output) == (0, "all 1 tests passed in the pytest run")
+    # A test the report does not hold as passed is run: here it fails, as the copy now does.
+    (repo / "lib.py").write_text("def add(a, b):\n    return a - b\n")
+    (repo / "test_lib.py").write_text((repo / "test_lib.py").read_text()
+                                      + "\n\ndef test_more():\n    assert add(1, 1) == 2\n")
+    code, output, _ = mutate.baseline(repo, ("test_lib.py",), passed)
+    assert code == 1 and "failed" in output
+
+
+def test_junit_ids_match_pytests_report():
+    assert mutate.junit_id("tests/test_a.py::test_b[x-1]") == "tests.test_a::test_b[x-1]"
+    assert mutate.junit_id("tests/test_a.py::TestC::test_d") == "tests.test_a.TestC::test_d"
