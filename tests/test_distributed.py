@@ -245,18 +245,20 @@ def test_two_process_run_stopped_by_a_signal_saves_and_resumes_to_the_same_weigh
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 start_new_session=True)
         if stop:
-            for line in proc.stderr:  # rank 0 logs each of its 16 steps
+            for line in proc.stderr:  # rank 0 logs every step of this short run
                 if "step 2/" in line:
                     os.killpg(proc.pid, signal.SIGUSR1)
                     break
         stdout, stderr = proc.communicate(timeout=600)
         return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
-    assert run(tmp_path / "a").returncode == 0
+    reference = run(tmp_path / "a")
+    assert reference.returncode == 0
+    steps = int(reference.stdout.split()[3])
     stopped = run(tmp_path / "b", stop=True)
     assert stopped.returncode != 0 and "Preempted" in stopped.stderr, stopped.stderr[-2000:]
     saved = json.loads((tmp_path / "b" / "resume" / "latest.json").read_text())["step"]
-    assert 2 <= saved < 16 and not (tmp_path / "b" / "model").exists()
+    assert 2 <= saved < steps and not (tmp_path / "b" / "model").exists()
     resumed = run(tmp_path / "b")
     assert resumed.returncode == 0 and resumed.stdout.split()[1] == str(saved)
     a = load_file(tmp_path / "a" / "model" / "model.safetensors")
