@@ -21,6 +21,7 @@ from mtl.merge import METHODS, MergeError, TensorInputs, extract_task_vector, me
 from mtl.merge.methods.breadcrumbs import crumbs
 from mtl.merge.methods.della import magprune
 from mtl.merge.methods.interpolation import slerp
+from mtl.merge.methods.karcher import karcher_mean
 from mtl.merge.methods.model_stock import stock_ratio
 from mtl.merge.methods.sce import sce
 
@@ -84,6 +85,7 @@ CASES = {
     "sce_topk_2skills": ("sce", [(1.0, 1.0)], ["tv1", "tv2"], {"select_topk": 0.3}),
     "model_stock": ("model_stock", [1.0], ["tv1"], {}),
     "model_stock_2skills": ("model_stock", [(1.0, 1.0)], ["tv1", "tv2"], {}),
+    "karcher": ("karcher", [1.0], ["tv1"], {}),
 }
 
 
@@ -128,7 +130,7 @@ def test_matches_mergekit(case: str, models: dict[str, Path], tmp_path: Path) ->
 def test_unweighted_methods_write_a_mergekit_config_only_at_omega_one(
     models: dict[str, Path], tmp_path: Path
 ) -> None:
-    for method in ("sce", "model_stock"):
+    for method in ("sce", "model_stock", "karcher"):
         one, half = merge_to_disk(
             method,
             models["general"],
@@ -243,6 +245,19 @@ def test_sce_weighs_by_energy_and_erases_minority_signs() -> None:
     # largest variance (entry 2: 4 against 2.25); 1/3 keeps int(2/3) = 0.
     assert torch.allclose(sce(deltas, 0.5), torch.tensor([0.0, 0.0, 3.0]))
     assert torch.equal(sce(deltas, 1 / 3), torch.zeros(3))
+
+
+def test_karcher_mean_of_two_directions_is_their_bisector() -> None:
+    # Directions 90° apart at equal weights: the bisector (e1 + e2)/√2; lengths 2 and 4 average
+    # to 3. Weights 1/3 and 2/3: on a circle the Karcher mean is the weighted mean angle, 60°
+    # from e1; the length (2 + 2·4)/3.
+    a, b = torch.tensor([2.0, 0.0]), torch.tensor([0.0, 4.0])
+    assert torch.allclose(karcher_mean([a, b], [0.5, 0.5]), 3 * torch.tensor([1.0, 1.0]) / 2**0.5,
+                          atol=1e-5)
+    expected = (10 / 3) * torch.tensor([0.5, 3**0.5 / 2])
+    assert torch.allclose(karcher_mean([a, b], [1 / 3, 2 / 3]), expected, atol=1e-5)
+    x = TensorInputs.from_tensors("w", theta_general=a, theta=[b])
+    assert torch.allclose(METHODS["karcher"](x, (0.0,), torch.empty(2)), a)  # ω = 0: θ_G
 
 
 def test_nuslerp_merges_one_skill_only(models: dict[str, Path], tmp_path: Path) -> None:
