@@ -27,6 +27,7 @@ from workflow import (  # noqa: E402
     background_build,
     clone_run,
     copy_repo,
+    registered,
     snakemake,
 )
 
@@ -67,14 +68,15 @@ def full_run(folder: Path) -> Path:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Fast tests first (in their usual order), so the background builds run while they do;
-    then the SLURM tests, whose runs mostly wait on the scheduler while the builds go on; then
-    the other slow tests."""
+    """Fast tests first (in their usual order, those that read a background build last), so
+    the builds run while they do; then the SLURM tests, whose runs mostly wait on the scheduler
+    while the builds go on; then the other slow tests."""
 
-    def phase(item: pytest.Item) -> int:
+    def phase(item: pytest.Item) -> tuple[int, bool]:
+        reads_build = bool(registered(set(getattr(item, "fixturenames", ()))))
         if item.get_closest_marker("slow") is None:
-            return 0
-        return 1 if item.get_closest_marker("slurm") else 2
+            return 0, reads_build
+        return (1 if item.get_closest_marker("slurm") else 2), False
 
     items.sort(key=phase)
 

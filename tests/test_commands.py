@@ -11,10 +11,11 @@ from __future__ import annotations
 import re
 import shlex
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
-from workflow import REPO, copy_repo, snakemake
+from workflow import REPO, background_build, copy_repo, snakemake
 
 # Files whose commands users copy.
 DOC_FILES = ["README.md", "Snakefile", "config/README.md", "docs/paper-scale.md", "docs/cluster.md",
@@ -57,14 +58,8 @@ def test_the_docs_show_the_paper_and_standin_commands():
     assert any("config/standin.yaml" in args for args in shown)
 
 
-@pytest.fixture(scope="module")
-def fresh(tmp_path_factory) -> Path:
-    return copy_repo(tmp_path_factory.mktemp("commands") / "repo")
-
-
-@pytest.mark.parametrize("args", sorted(COMMANDS))
-def test_documented_command_plans_offline(fresh, args):
-    doc = COMMANDS[args]
+def _dry_run_argv(args: str) -> list[str]:
+    """The documented command as it can be dry-run here."""
     argv = shlex.split(args)
     if "--conda-create-envs-only" in argv and not shutil.which("conda"):
         # Building conda envs needs conda; without it, check that the rest of the command plans.
@@ -76,7 +71,24 @@ def test_documented_command_plans_offline(fresh, args):
         # run it reports on plans.
         at = argv.index("--report")
         del argv[at : at + 2]
-    done = snakemake(fresh, "-n", *argv, check=False, timeout=600)
+    return argv
+
+
+@background_build
+def documented_plans(folder: Path) -> dict[str, subprocess.CompletedProcess]:
+    """Every documented command dry-run in one fresh copy, one after the other, in the
+    background from the start of the session (tests/workflow.py): each is a Snakemake start
+    and a DAG, seconds of one core that the other tests need not wait for."""
+    fresh = copy_repo(folder / "repo")
+    return {args: snakemake(fresh, "-n", *_dry_run_argv(args), check=False, timeout=600)
+            for args in sorted(COMMANDS)}
+
+
+@pytest.mark.parametrize("args", sorted(COMMANDS))
+def test_documented_command_plans_offline(documented_plans, args):
+    doc = COMMANDS[args]
+    argv = _dry_run_argv(args)
+    done = documented_plans[args]
     text = done.stdout + done.stderr
     assert done.returncode == 0, f"{doc}: `snakemake {args}` failed:\n{text[-3000:]}"
     if "--unlock" not in argv:

@@ -173,6 +173,11 @@ BuildFunction = Callable[[Path], Any]
 _BUILDS: dict[str, BuildFunction] = {}
 
 
+def registered(fixture_names: set[str]) -> list[str]:
+    """Which of these fixtures are background builds."""
+    return [name for name in _BUILDS if name in fixture_names]
+
+
 class Build:
     """One background build: `function(folder)` in a thread; `result()` waits and returns it
     (or raises what it raised)."""
@@ -234,7 +239,7 @@ class Builds:
 
     def start_needed(self, fixture_names: set[str]) -> list[str]:
         """Start every registered build a selected test uses; returns their names."""
-        needed = [name for name in _BUILDS if name in fixture_names]
+        needed = registered(fixture_names)
         for name in needed:
             self.start(name)
         return needed
