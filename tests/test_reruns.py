@@ -15,7 +15,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from workflow import TEST_CONFIG, TEST_SEEDS, copy_repo, planned_jobs, snakemake
+from workflow import (
+    TEST_CONFIG,
+    TEST_SEEDS,
+    background_build,
+    copy_repo,
+    planned_jobs,
+    snakemake,
+)
 
 from mtl.io import write_json
 from mtl.provenance import hash_path, is_sidecar, sidecar
@@ -152,13 +159,14 @@ PAPER = ["--configfile", "config/paper.yaml"]
 _OUTPUT = re.compile(r"^\s+output: (.*)$")
 
 
-@pytest.fixture(scope="module")
-def paper_dag(tmp_path_factory) -> Path:
+@background_build
+def paper_dag(folder: Path) -> Path:
     """config/paper.yaml's DAG to table 5 with every output a placeholder Snakemake recorded
     as built (`--touch --forceall` stores each job's params), without a hub or a GPU. Each
     placeholder has a provenance record, as the workflow's outputs do: a path without one is
-    never taken as built (rules/outputs.smk)."""
-    repo = copy_repo(tmp_path_factory.mktemp("paper") / "repo")
+    never taken as built (rules/outputs.smk). Built in the background from the start of the
+    session (tests/workflow.py)."""
+    repo = copy_repo(folder / "repo")
     plan = snakemake(repo, "-n", "results/table5.csv", *PAPER)
     outputs = [out for line in plan.stdout.splitlines() if (m := _OUTPUT.match(line))
                for out in m.group(1).split(", ")]
