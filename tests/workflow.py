@@ -164,10 +164,11 @@ def prov_hashes(workdir: Path) -> dict[str, str]:
 
 # ---- workflow runs built in the background ---------------------------------------------------
 #
-# A slow test's workflow run (minutes of jobs) starts when collection ends, in a thread, and the
-# fixture that returns it waits for it. The fast tests run meanwhile (conftest orders them
-# first), so a core the run leaves idle (a one-core run, the serial stretches of a DAG, a job
-# waiting on SLURM) does their work instead of idling until the run is needed.
+# A workflow run that tests read (minutes of jobs, or a series of dry runs) starts when
+# collection ends, in a thread, and the fixture that returns it waits for it. Other tests run
+# meanwhile (conftest orders those that read no build first), so a core the run leaves idle (a
+# one-core run, the serial stretches of a DAG, a job waiting on SLURM, a single-process pytest)
+# does their work instead of idling until the run is needed.
 
 BuildFunction = Callable[[Path], Any]
 _BUILDS: dict[str, BuildFunction] = {}
