@@ -81,20 +81,24 @@ def env_pins(family: str) -> tuple[dict[str, str], dict[str, str]]:
 
 
 def rule_blocks() -> dict[str, dict[str, str | None]]:
-    """Every rule in rules/*.smk (both branches of `if TOY:`) with its conda env and script."""
+    """Every rule in rules/*.smk (both branches of `if TOY:`) with its conda env and script; a
+    rule made in a loop (`rule:` with `name: <expression>`) under that expression."""
     rules = {}
     for smk in sorted(RULES.glob("*.smk")):
         text = smk.read_text()
-        heads = list(re.finditer(r"^(\s*)rule (\w+):", text, re.M))
+        heads = list(re.finditer(r"^(\s*)rule(?: (\w+))?:", text, re.M))
         for i, head in enumerate(heads):
             end = heads[i + 1].start() if i + 1 < len(heads) else len(text)
             body = text[head.end() : end]
             found = {}
-            for key in ("conda", "script"):
-                match = re.search(rf"^\s+{key}:\s*\n?\s*[\"']([^\"']+)[\"']", body, re.M)
+            for key in ("name", "conda", "script"):
+                match = re.search(rf"^\s+{key}:\s*\n?\s*[\"']?([^\"'\n]+)[\"']?", body, re.M)
                 found[key] = match.group(1) if match else None
-            assert head.group(2) not in rules, f"rule {head.group(2)} defined twice"
-            rules[head.group(2)] = {"file": smk.name, **found}
+            name = head.group(2) or found.pop("name")
+            found.pop("name", None)
+            assert name, f"{smk.name}: a rule without a name"
+            assert name not in rules, f"rule {name} defined twice"
+            rules[name] = {"file": smk.name, **found}
     return rules
 
 

@@ -28,11 +28,11 @@ from snakemake.utils import validate
 from workflow import REPO, TEST_CONFIG, snakemake
 
 from mtl.merge import merge_config
+from mtl.report_items import REPORT_ITEMS
 
 CAPTIONS = REPO / "report"
 # The report's tables, figures and files (docs/report.md): each has its caption, report/<item>.rst.
-ITEMS = ["table2", "table3", "table4", "table5", "table6", "figure1", "figure2", "figure3",
-         "figure4", "figure5", "all_results", "claims"]
+ITEMS = [*REPORT_ITEMS, "all_results", "claims"]
 CHECK_SCRIPT = Path(__file__).with_name("report_check.js")
 CHECK_MARK = '<pre id="mtl-report-check">'
 # Chromium as root in a container, on a machine with no network (docs/report.md).

@@ -1,0 +1,89 @@
+"""The report items (scripts/mtl/report_items.py): one entry per table or figure, from which the
+workflow makes one rule each; and a new table added as one entry plus its caption is planned
+and built by the workflow, with nothing else rerun."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from workflow import REPO, TEST_CONFIG, TEST_SEEDS, clone_run, planned_jobs, snakemake
+
+from mtl.report_items import REPORT_ITEMS, Plan, available
+
+PAPER_PLAN = Plan(sizes={"science": ["all", "20pct"], "safety": ["all"], "coding": ["all"]},
+                  method="ta", density=0.5)
+
+
+def names(skills: list[str]) -> list[str]:
+    return [item.name for item in available(skills)]
+
+
+def test_items_a_config_can_make_follow_its_skills():
+    assert names(["science", "safety", "coding"]) == list(REPORT_ITEMS)
+    # Table 2 and Figure 2 are science's, Figures 4 and 5 safety's; the rest take any skill.
+    assert names(["coding"]) == ["table3", "table4", "table5", "table6", "figure1", "figure3"]
+    assert "figure4" not in names(["science", "coding"])
+    assert "table2" not in names(["safety"])
+
+
+def test_each_item_reads_what_its_table_shows():
+    table5 = REPORT_ITEMS["table5"].reads(PAPER_PLAN)
+    # Each skill alone, the three pairs and all three: 7 merges at the heuristic ω.
+    assert len(table5.evals) == 7 and all("-heuristic-" in e for e in table5.evals)
+    assert table5.evals[-1] == "merge-ta-heuristic-science-all+safety-all+coding-all"
+    assert table5.models == ["ptm-science-all", "ptm-safety-all", "ptm-coding-all"]
+    # Table 2 sweeps every size of science; the others use each skill's first size.
+    table2 = REPORT_ITEMS["table2"].reads(PAPER_PLAN)
+    assert {"cft-science-20pct", "merge-ta-grid-science-20pct"} <= set(table2.evals)
+    assert not any("safety" in e for e in table2.evals)
+    figure2 = REPORT_ITEMS["figure2"].reads(PAPER_PLAN)
+    assert figure2.models == ["cft-science-all", "cft-match-science-all"]
+    assert REPORT_ITEMS["table6"].params(PAPER_PLAN) == {
+        "methods": ["ta", "ties", "dare", "dareties"], "density": 0.5}
+
+
+def test_every_item_has_its_caption():
+    for name in REPORT_ITEMS:
+        assert (REPO / "report" / f"{name}.rst").is_file(), name
+
+
+# A new table, as a user adds it: one function and one entry in mtl/report_items.py (and its
+# caption). It reads the heuristic-ω merge of each skill alone, which results/table5.csv's DAG
+# has already built.
+NEW_ITEM = '''
+
+def _merged_alone(results, params):
+    """Every point the item reads, averaged over seeds."""
+    return tables.results_table(results)
+
+
+_ITEMS.append(ReportItem(
+    "table7",
+    reads=lambda plan: Reads([merge_id(plan.method, "heuristic", [p]) for p in plan.pairs()]),
+    make=_merged_alone,
+    cells=None,
+))
+REPORT_ITEMS["table7"] = _ITEMS[-1]
+'''
+
+
+@pytest.mark.slow
+def test_a_new_table_is_one_entry_and_the_workflow_builds_it(toy_run, tmp_path):
+    run = clone_run(toy_run, tmp_path / "run")
+    library = run / "scripts/mtl/report_items.py"
+    library.write_text(library.read_text() + NEW_ITEM)
+    (run / "report/table7.rst").write_text("**Table 7.** Each skill merged alone.\n")
+
+    # Planned as its own rule, named after the item, and nothing else: its inputs are built.
+    assert planned_jobs(run, *TEST_CONFIG, "--", "results/table7.csv") == {("table7", "")}
+    snakemake(run, "--cores", "2", *TEST_CONFIG, "--", "results/table7.csv")
+    table = pd.read_csv(run / "results/table7.csv")
+    merged = {f"merge-ta-heuristic-{skill}-all" for skill in ("science", "safety", "coding")}
+    assert merged <= set(table["model"]), table["model"].tolist()
+    record = json.loads(Path(f"{run}/results/table7.csv.prov.json").read_text())
+    assert record["rule"] == "table7"
+    seeded = {e["path"] for e in record["inputs"]["evals"]}
+    assert {f"results/evals/seed-{seed}/{m}" for seed in TEST_SEEDS for m in merged} <= seeded
