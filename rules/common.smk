@@ -29,9 +29,11 @@ library_first(os.environ, str(Path(workflow.basedir) / "scripts"))
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 
 from mtl.cluster import GROWING, merged_resources, on_retry, slurm_resources
-from mtl.suites import SUITES as SUITE_REGISTRY
 from mtl.merge import METHODS, MergeError, Recipe, merge_config
 from mtl.omega import omega_params, plan
+from mtl.regimes import REGIMES as REGIME_REGISTRY
+from mtl.subsets import SIZE_PATTERN, parse_size
+from mtl.suites import skill_rank
 from mtl.stepkit import numerics_settings, pin_environment
 from mtl.world import SKILLS as WORLD_SKILLS
 
@@ -52,16 +54,26 @@ except MergeError as err:
 TOY = config["scale"] == "toy"
 # The paper's order, then any others by name: merging config files may reorder the mapping,
 # and skill order names merges and ω columns, so it must not follow the YAML.
-PAPER_SKILLS = [name for name, suite in SUITE_REGISTRY.items() if suite.skill]
-SKILLS = sorted(
-    config["data"]["skills"],
-    key=lambda s: (
-        PAPER_SKILLS.index(s) if s in PAPER_SKILLS else len(PAPER_SKILLS),
-        s,
-    ),
-)
+SKILLS = sorted(config["data"]["skills"], key=skill_rank)
 SUITES = list(config["evaluation"]["suites"])
-REGIMES = ["ptm", "cft", "rt", "cft-match"]
+
+
+def check_sizes():
+    """Every subset size the config names, in mtl.subsets' grammar (the schema checks only that
+    each is a string), so a bad one is named before any job is planned."""
+    named = {"data.general.size": [config["data"]["general"]["size"]]}
+    for skill, spec in config["data"]["skills"].items():
+        named[f"data.skills.{skill}.sizes"] = spec["sizes"]
+    for key, sizes in named.items():
+        for size in sizes:
+            try:
+                parse_size(size)
+            except ValueError as err:
+                raise ValueError(f"config {key}: {err}") from None
+
+
+check_sizes()
+REGIMES = list(REGIME_REGISTRY)
 # Each seed trains its own skill models, task vectors and merges (results/*/seed-<N>/);
 # θ_pre and θ_G are trained once, by the base `seed`, and shared (as the paper's are).
 SEEDS = list(config["seeds"])
@@ -89,7 +101,6 @@ def config_recipe(seed=None, **fields):
 # The config's merge method: the one the tables and figures ask for.
 TABLE_METHOD = config_recipe().spec.tag
 
-SIZE_PATTERN = "all|[0-9]+pct|n[0-9]+|pertask[0-9]+"
 # One or more <skill>-<size>, "+"-joined: science-all, science-all+safety-all+coding-all.
 SKILL_SIZE = f"(?:{'|'.join(SKILLS)})-(?:{SIZE_PATTERN})"
 SKILLSET_PATTERN = f"{SKILL_SIZE}(?:\\+{SKILL_SIZE})*"

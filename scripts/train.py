@@ -24,6 +24,7 @@ from mtl.io import atomic_dir, read_jsonl, write_json
 from mtl.memplan import finetune_disk, model_config, plan_finetune
 from mtl.preflight import check_disk, check_plan, gpu_memory
 from mtl.provenance import Step, hash_file, load_record
+from mtl.regimes import REGIMES
 from mtl.stepkit import numerics_settings, setup
 from mtl.toy_model import build_model
 from mtl.training import (
@@ -105,9 +106,10 @@ with Step.from_snakemake(smk, seed=params.seed) as step:
         # One skill's subset, or several (a skillset: CFT or RT on D_1 ∪ … ∪ D_K).
         skill_files = [smk.input.data] if isinstance(smk.input.data, str) else smk.input.data
         rows = [row for path in skill_files for row in read_jsonl(path, required=("messages",))]
-        if regime in ("rt", "cft-match"):
+        mix = REGIMES[regime].general if regime in REGIMES else "none"
+        if mix != "none":
             general = read_jsonl(smk.input.general, required=("messages",))
-            if regime == "cft-match":
+            if mix == "match":
                 # "Match" mixes add as many general examples as the skill has (the paper's
                 # WiSE-FT figure); the draw is seeded so reruns pick the same rows.
                 general = random.Random(params.seed).sample(general, min(len(rows),

@@ -12,6 +12,7 @@ import pytest
 from mtl.evaluation import Evaluator, TaskSpec
 from mtl.io import write_json
 from mtl.merge import Recipe
+from mtl.regimes import REGIMES, regime_of
 from mtl.results import COLUMNS, HEADLINE, ResultsError, collect, headline, read
 
 TOY = {suite: [TaskSpec(f"toy_{suite}", metric)] for suite, metric in
@@ -167,6 +168,13 @@ def test_a_merge_steps_are_empty_when_a_skill_model_is_missing(run):
     frame = collect(run["evals"], [m for m in run["models"] if m.name != "ptm-safety-n30"])
     merge = frame[frame["model"].str.startswith("merge-ta-heuristic")]
     assert merge["steps"].isna().all()
+
+
+def test_a_model_id_names_its_regime_by_the_longest_prefix():
+    assert regime_of("cft-match-science-all") == "cft-match"
+    assert regime_of("cft-science-all+safety-n500") == "cft"
+    assert [regime_of(f"{name}-coding-all") for name in REGIMES] == list(REGIMES)
+    assert regime_of("merge-ta-grid-science-all") is None and regime_of("general") is None
 
 
 def test_bad_folders_are_named(run, tmp_path):

@@ -1,10 +1,12 @@
 """Scorers of the toy suites and seeded subsets."""
 
+import re
+
 import pytest
 
 from mtl.evaluation import check_model_folder
 from mtl.scoring import exact_match, is_refusal, program_passes, run_program, token_f1
-from mtl.subsets import select
+from mtl.subsets import SIZE_PATTERN, parse_size, select
 from mtl.world import REFUSAL
 
 
@@ -53,6 +55,16 @@ def test_bad_sizes_are_named():
         select(ROWS, "half", 0)
     with pytest.raises(ValueError, match="only 100 rows"):
         select(ROWS, "n500", 0)
+
+
+def test_the_rules_size_wildcard_and_the_parser_share_one_grammar():
+    for size, parsed in [("all", ("all", None)), ("20pct", ("pct", 20)), ("n500", ("n", 500)),
+                         ("pertask100", ("pertask", 100))]:
+        assert re.fullmatch(SIZE_PATTERN, size) and parse_size(size) == parsed
+    for bad in ["half", "20", "npct", "pertask", "n-5", "allx", "20pctx"]:
+        assert not re.fullmatch(SIZE_PATTERN, bad)
+        with pytest.raises(ValueError, match=f"size '{bad}'"):
+            parse_size(bad)
 
 
 def test_a_folder_that_is_not_a_model_is_refused_clearly(tmp_path):

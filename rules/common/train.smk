@@ -28,13 +28,15 @@ def finetune_params():
 
 
 def regime_inputs(wildcards):
-    """PTM and RT start from θ_pre, CFT from θ_G; RT and CFT-match also see general data.
-    A skillset of several skills trains on the union of their subsets (Table 4's CFT, RT).
+    """The regime's start (θ_pre or θ_G, mtl.regimes), its skill data and, where it trains on
+    general data too, the general subset. A skillset of several skills trains on the union of
+    their subsets (Table 4's CFT, RT).
     """
-    inputs = {"init": THETA_G if wildcards.regime.startswith("cft") else THETA_PRE}
+    regime = REGIME_REGISTRY[wildcards.regime]
+    inputs = {"init": THETA_G if regime.init == "general" else THETA_PRE}
     inputs["data"] = [
         subset_path(skill, size) for skill, size in parse_skillset(wildcards.skillset)
     ]
-    if wildcards.regime in ("rt", "cft-match"):
+    if regime.general != "none":
         inputs["general"] = general_subset()
     return inputs

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from mtl.suites import SKILLS
 from mtl.tables import (
     PTM_METHOD,
-    SKILL_ORDER,
     SUITE_COLUMN,
     baseline,
     best_of,
@@ -106,7 +106,7 @@ def _gain_share(gain: Number, reference: Number, base: Number, share: float, cla
     return _row(claim, part, scope, numbers, rule, margin, clear > 0 and margin >= 0)
 
 
-def claims(frame: pd.DataFrame, skills: Sequence[str] = tuple(SKILL_ORDER),
+def claims(frame: pd.DataFrame, skills: Sequence[str] = SKILLS,
            method: str = PTM_METHOD) -> pd.DataFrame:
     """One row per claim part and scope: the numbers deciding it, the rule, the margin (how far
     past its threshold the rule's quantity is; negative: short of it) and holds | fails. A claim

@@ -9,10 +9,10 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 
 from mtl.io import atomic_file
+from mtl.suites import SKILLS
 from mtl.tables import (
     METHOD_LABEL,
     PTM_METHOD,
-    SKILL_ORDER,
     SUITE_COLUMN,
     baseline,
     omega_value,
@@ -41,7 +41,7 @@ def _sweep(agg: pd.DataFrame, method: str, skill: str) -> pd.DataFrame:
     return rows.sort_values(["size", "omega"])
 
 
-def figure1(frame: pd.DataFrame, skills: Sequence[str] = tuple(SKILL_ORDER),
+def figure1(frame: pd.DataFrame, skills: Sequence[str] = SKILLS,
             method: str = PTM_METHOD) -> pd.DataFrame:
     """Every suite's score along the ω grid, per skill (and size); the heuristic ω of the same
     skill and size (its merge must be in the frame) and θ_G's score in <column>_baseline."""
@@ -93,7 +93,7 @@ def figure2(frame: pd.DataFrame, skills: Sequence[str] = ("science",),
     return pd.concat(parts, ignore_index=True).round(4)
 
 
-def figure3(frame: pd.DataFrame, skills: Sequence[str] = tuple(SKILL_ORDER),
+def figure3(frame: pd.DataFrame, skills: Sequence[str] = SKILLS,
             methods: Sequence[str] = FIGURE3_METHODS) -> pd.DataFrame:
     """Per skill, each PTM method (task arithmetic, linear, WiSE-FT) along the ω grid: General
     and the skill's score per point (a method not evaluated for a skill is an error)."""
@@ -171,7 +171,7 @@ def figure5(frame: pd.DataFrame, method: str = PTM_METHOD) -> pd.DataFrame:
     base = baseline(agg).to_frame().T
     points = pd.concat([base, trained], ignore_index=True)
     labels = [SAFETY_PROCEDURES[regime] + ("" if skills == "safety" else " (all skills)"
-                                           if skills == "+".join(SKILL_ORDER) else f" ({skills})")
+                                           if skills == "+".join(SKILLS) else f" ({skills})")
               for regime, skills in zip(trained["regime"], trained["skills"], strict=True)]
     data = pd.DataFrame({
         "procedure": ["θ_G", *labels],

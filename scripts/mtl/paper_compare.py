@@ -12,8 +12,8 @@ import math
 import pandas as pd
 
 from mtl.omega import TOLERANCE
+from mtl.suites import skill_rank
 
-SKILL_ORDER = ("science", "safety", "coding")
 COLUMNS = ("General", "Science", "Safety", "Coding", "ExRef")
 # General's parts in the reference row; the paper's General also averages AlpacaEval / 100.
 GENERAL_PARTS = ("MMLU", "GSM8K", "BBH", "TruthfulQA")
@@ -29,8 +29,7 @@ def row_key(source: str) -> str:
     if not source.startswith(prefix):
         return source
     skills = [part.rsplit("-", 1)[0] for part in source[len(prefix):].split("+")]
-    return "+".join(sorted(skills, key=lambda s: (SKILL_ORDER.index(s)
-                                                  if s in SKILL_ORDER else len(SKILL_ORDER), s)))
+    return "+".join(sorted(skills, key=skill_rank))
 
 
 def omega_columns(model: dict, key: str, paper_omega: dict[str, float]) -> dict:

@@ -25,7 +25,8 @@ import pandas as pd
 
 from mtl.io import read_json_object
 from mtl.merge import METHODS
-from mtl.suites import SUITES
+from mtl.regimes import regime_of
+from mtl.suites import SKILLS
 
 COLUMNS = [
     "model",
@@ -46,9 +47,7 @@ COLUMNS = [
 TEXT = ["model", "regime", "method", "weighting", "skills", "size", "omega", "suite", "metric"]
 INTEGERS = ["seed", "steps", "n"]
 HEADLINE = "score"
-REGIMES = ("cft-match", "ptm", "cft", "rt")  # cft-match before cft: ids are prefix-matched
 SHARED = ("pretrained", "general")
-PAPER_SKILLS = [name for name, suite in SUITES.items() if suite.skill]
 
 
 class ResultsError(ValueError):
@@ -79,7 +78,7 @@ def _skillset(text: str, where: Path) -> list[tuple[str, str]]:
 
 def _paper_order(pairs: list[tuple[str, str]]) -> list[int]:
     """Indices of `pairs` in the paper's skill order (science, safety, coding), others after."""
-    rank = {skill: i for i, skill in enumerate(PAPER_SKILLS)}
+    rank = {skill: i for i, skill in enumerate(SKILLS)}
     return sorted(range(len(pairs)), key=lambda i: (rank.get(pairs[i][0], len(rank)), i))
 
 
@@ -107,7 +106,7 @@ def describe(model: str, recipe: dict[str, Any] | None, where: Path) -> dict[str
                 f"{where}: recipe skills {recipe.get('skills')} differ from the id's {pairs}"
             )
         return {"regime": "merge", "method": tag, "weighting": weighting, "pairs": pairs}
-    regime = next((r for r in REGIMES if model.startswith(f"{r}-")), None)
+    regime = regime_of(model)
     if regime is None:
         raise ResultsError(
             f"{where}: {model!r} is not pretrained, general, <regime>-<skills> or merge-…"

@@ -1,8 +1,8 @@
 """The one registry of evaluation suites and which of them are skills.
 
 config/schema.yaml's `evaluation.suites` enum (held equal by tests/test_merge_recipes.py),
-evaluation (each toy suite's headline metric), the rules (the skills' order) and the tables
-(their columns) all read it. It imports nothing heavy, so the tables and the Snakefile can.
+evaluation (each toy suite's headline metric), the rules, the world and the tables (the skills'
+order, their columns) all read it. It imports nothing heavy, so the tables and the Snakefile can.
 """
 
 from __future__ import annotations
@@ -31,3 +31,11 @@ SUITES: dict[str, Suite] = {
         Suite("exref", "ExRef", "compliance", skill=False),
     )
 }
+# The skills in the paper's order (science, safety, coding): merges, ω columns and table rows
+# are named and ordered by it.
+SKILLS: tuple[str, ...] = tuple(name for name, suite in SUITES.items() if suite.skill)
+
+
+def skill_rank(skill: str) -> tuple[int, str]:
+    """Sort key: the paper's skills in the paper's order, then any other skill by name."""
+    return (SKILLS.index(skill) if skill in SKILLS else len(SKILLS), skill)

@@ -25,14 +25,13 @@ import pandas as pd
 
 from mtl.io import write_csv
 from mtl.merge import METHODS
-from mtl.suites import SUITES
+from mtl.suites import SKILLS, SUITES
 
 if TYPE_CHECKING:
     from mtl.provenance import Step
 
 # The paper's column name of each suite.
 SUITE_COLUMN = {name: suite.column for name, suite in SUITES.items()}
-SKILL_ORDER = [name for name, suite in SUITES.items() if suite.skill]
 # The metric of each suite's headline rows (mtl.results.HEADLINE): the suite's score as the paper
 # reports it, at toy and paper scale alike; the per-task metric rows beside it are not tabled.
 HEADLINE = "score"
@@ -231,7 +230,7 @@ def _change(values: pd.Series, base: float) -> pd.Series:
     return 100 * (values - base) / base if base else pd.Series(math.nan, index=values.index)
 
 
-def table3(frame: pd.DataFrame, skills: Iterable[str] = tuple(SKILL_ORDER),
+def table3(frame: pd.DataFrame, skills: Iterable[str] = SKILLS,
            method: str = PTM_METHOD) -> pd.DataFrame:
     """Table 3: per skill, θ_G, best CFT, best RT, PTM at ω = |D|/|G| and PTM at its best grid ω,
     against θ_G: General, Skill and ExRef, their percent change from θ_G (computed per seed, then
@@ -277,7 +276,7 @@ def _suite_columns(agg: pd.DataFrame) -> list[str]:
     return [c for c in SUITE_COLUMN.values() if c in agg.columns]
 
 
-def table4(frame: pd.DataFrame, skills: Sequence[str] = tuple(SKILL_ORDER),
+def table4(frame: pd.DataFrame, skills: Sequence[str] = SKILLS,
            method: str = PTM_METHOD) -> pd.DataFrame:
     """Table 4: all skills at once. θ_G; PTM at the heuristic ω (one merge of every task vector);
     CFT on D1∪D2∪D3 from θ_G; RT on G∪D1∪D2∪D3 from θ_pre."""
@@ -309,7 +308,7 @@ def _omega_columns(row: dict, point: pd.Series, skills: Sequence[str]) -> None:
         row[f"omega_{skill}"] = omega_value(point, skill)
 
 
-def table5(frame: pd.DataFrame, skills: Sequence[str] = tuple(SKILL_ORDER),
+def table5(frame: pd.DataFrame, skills: Sequence[str] = SKILLS,
            method: str = PTM_METHOD) -> pd.DataFrame:
     """Table 5: θ_G, then every merge at the heuristic ω (each skill alone, every pair, all),
     in the paper's skill order; the ω each skill's task vector got in omega_<skill>."""
@@ -333,7 +332,7 @@ def table5(frame: pd.DataFrame, skills: Sequence[str] = tuple(SKILL_ORDER),
     return _frame(rows)
 
 
-def table6(frame: pd.DataFrame, skills: Sequence[str] = tuple(SKILL_ORDER),
+def table6(frame: pd.DataFrame, skills: Sequence[str] = SKILLS,
            methods: Sequence[str] = ("ta", "ties", "dare", "dareties"),
            density: float | None = None) -> pd.DataFrame:
     """Table 6: the merge of every skill at the heuristic ω by each method (task arithmetic,

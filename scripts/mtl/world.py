@@ -21,12 +21,13 @@ from functools import partial
 from typing import Any
 
 from mtl.io import write_jsonl
+from mtl.suites import SKILLS
 from mtl.suites import SUITES as SUITE_REGISTRY
 
 REFUSAL = "sorry , i can not help with that ."
-# The world makes one eval file per suite and one dataset per skill of the suite registry.
+# The world makes one eval file per suite and one dataset per skill of the suite registry (SKILLS,
+# drawn in that order).
 SUITES = tuple(SUITE_REGISTRY)
-SKILLS = tuple(name for name, suite in SUITE_REGISTRY.items() if suite.skill)
 
 _CONSONANTS = "bdfgklmnprstvz"
 _VOWELS = "aeiou"
