@@ -34,6 +34,7 @@ from mtl.omega import omega_params, plan
 from mtl.regimes import REGIMES as REGIME_REGISTRY
 from mtl.subsets import SIZE_PATTERN, parse_size
 from mtl.suites import skill_rank
+from mtl.targets import parse_skillset
 from mtl.stepkit import numerics_settings, pin_environment
 from mtl.world import SKILLS as WORLD_SKILLS
 
@@ -228,21 +229,8 @@ def task_vector_path(skill, size, seed="{seed}"):
     return f"results/taskvectors/{seeded(seed, f'{skill}-{size}')}.safetensors"
 
 
-def parse_skillset(skillset):
-    """'science-all+safety-n500' -> [('science', 'all'), ('safety', 'n500')]."""
-    return [tuple(part.rsplit("-", 1)) for part in skillset.split("+")]
-
-
-def skillset_id(pairs):
-    return "+".join(f"{skill}-{size}" for skill, size in pairs)
-
-
 def eval_dir(model_id):
     return f"results/evals/{model_id}"
-
-
-def merge_id(method, weighting, pairs):
-    return f"merge-{method}-{weighting}-{skillset_id(pairs)}"
 
 
 def wildcard_seed(wildcards):
