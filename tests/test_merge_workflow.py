@@ -43,9 +43,19 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
     return {k: v for f in sorted(folder.glob("*.safetensors")) for k, v in load_file(f).items()}
 
 
+# Methods that reduce over a tensor's entries (sums, norms, dot products, SVDs). The jobs run
+# under the config's pinned numerics (numerics.cpu_isa), this process under the machine's own,
+# and their reductions round differently there: by up to 3.3e-6 on a tiny Llama (Iso-CTS),
+# 0 when both sides are pinned alike. Within one process in-memory and on-disk merges are
+# bit-identical for every method (test_merge.py, test_merge_recipes.py).
+REDUCING = {"della", "della_linear", "nuslerp", "model_stock", "sce", "karcher", "tsv_m",
+            "iso_c", "iso_cts"}
+
+
 def test_every_method_runs_from_its_target_in_memory_and_on_disk(full_run, tmp_path):
     # On a copy of the whole DAG's run: the θ_CFT models WiSE-FT merges are built there already.
     run = clone_run(full_run, tmp_path / "run")
+    assert set(METHODS) >= REDUCING
     ids = {name: f"merge-{method.tag}-heuristic-science-all" for name, method in METHODS.items()}
     targets = [seeded(kind, i) for i in ids.values() for kind in ("merged", "evals")]
     snakemake(run, *targets, "--cores", "2", *TEST_CONFIG)
@@ -75,7 +85,11 @@ def test_every_method_runs_from_its_target_in_memory_and_on_disk(full_run, tmp_p
         memory = _weights(tmp_path / f"memory-{name}")
         assert disk.keys() == memory.keys()
         for tensor_name, tensor in disk.items():
-            assert torch.equal(tensor, memory[tensor_name]), f"{name}: {tensor_name}"
+            if name not in REDUCING:
+                assert torch.equal(tensor, memory[tensor_name]), f"{name}: {tensor_name}"
+            else:
+                torch.testing.assert_close(tensor, memory[tensor_name], rtol=0, atol=1e-5,
+                                           msg=f"{name}: {tensor_name}")
         card = (run / seeded("merged", target) / "README.md").read_text()
         assert f"**{name}**" in card and f"ω = {point['omega']}" in card
 
