@@ -164,3 +164,31 @@ def test_sigterm_saves_and_the_rerun_resumes_to_identical_weights(tmp_path):
     a, b = load_file(reference), load_file(resumed)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ"
+def test_a_resumed_run_reports_the_uninterrupted_runs_final_loss(tokenizer, tmp_path,
+                                                                 monkeypatch):
+    """The final loss (the last steps' mean, inside the trained model's training_summary.json)
+    covers the steps before a resume too: a resumed model folder has the same bytes."""
+    import mtl.training as training
+
+    cfg = TrainConfig(lr=3e-3, batch_size=8, epochs=1, checkpoint_every=3, seed=5)
+    examples = encode_chat(ROWS, tokenizer, 32, "rows")
+
+    def run(resume_dir: Path) -> dict:
+        torch.manual_seed(0)
+        return train(tiny_model(tokenizer), examples, cfg, tokenizer.pad_token_id, resume_dir,
+                     "r")
+
+    reference = run(tmp_path / "a")
+    save = training._save_checkpoint
+
+    def save_then_stop(*args, **kwargs):
+        save(*args, **kwargs)
+        raise KeyboardInterrupt  # killed right after the first checkpoint
+
+    monkeypatch.setattr(training, "_save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b")
+    monkeypatch.setattr(training, "_save_checkpoint", save)
+    resumed = run(tmp_path / "b")
+    assert resumed["resumed_from_step"] == 3 < reference["steps"] < 3 + training.LOSS_WINDOW
+    assert resumed["final_loss"] == reference["final_loss"]

@@ -33,6 +33,7 @@ from mtl.io import write_json
 
 log = logging.getLogger(__name__)
 IGNORE = -100
+LOSS_WINDOW = 20  # the final loss is the mean of this many last steps
 # SLURM warns a job before its time limit or a preemption with the signal `--signal` names
 # (SIGUSR1 here) and ends it with SIGTERM: on either, training saves a resume checkpoint after
 # the step under way and stops. So does a file named STOP_FILE in the resume folder, which the
@@ -228,9 +229,10 @@ def train(
     )
     model.train()
 
-    start_step = _maybe_resume(resume_dir, run_id, model, optimizer, scheduler)
+    # The losses of the steps before a resume come back with the checkpoint: the final loss
+    # (the last LOSS_WINDOW steps') is then the same as an uninterrupted run's.
+    start_step, losses = _maybe_resume(resume_dir, run_id, model, optimizer, scheduler)
     (resume_dir / STOP_FILE).unlink(missing_ok=True)
-    losses: list[float] = []
     started = time.time()
     bar = tqdm(total=total, initial=start_step, desc=f"train {run_id[:8]}", unit="step",
                mininterval=2.0, disable=None if rank == 0 else True)
@@ -244,7 +246,7 @@ def train(
         "steps": total,
         "resumed_from_step": start_step,
         "examples": len(examples),
-        "final_loss": sum(losses[-20:]) / len(losses[-20:]) if losses else None,
+        "final_loss": sum(losses[-LOSS_WINDOW:]) / len(losses[-LOSS_WINDOW:]) if losses else None,
         "seconds": round(time.time() - started, 2),
         "padding_share": round(1 - real_tokens / max(1, all_slots), 4),
         "processes": world,
@@ -295,7 +297,7 @@ def _loop(model: torch.nn.Module, examples: list[Example], cfg: TrainConfig, pad
         losses.append(step_loss.item())
         bar.update(1)
         if (step + 1) % max(1, total // 20) == 0 or step + 1 == total:
-            recent = sum(losses[-20:]) / len(losses[-20:])
+            recent = sum(losses[-LOSS_WINDOW:]) / len(losses[-LOSS_WINDOW:])
             bar.set_postfix(loss=f"{recent:.4f}")
             if rank == 0:
                 log.info("step %d/%d loss %.4f lr %.2e", step + 1, total, recent,
@@ -304,7 +306,8 @@ def _loop(model: torch.nn.Module, examples: list[Example], cfg: TrainConfig, pad
             break
         stop = _stop_requested(signalled, resume_dir, device)
         if stop or (cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0):
-            _save_checkpoint(resume_dir, run_id, step + 1, model, optimizer, scheduler)
+            _save_checkpoint(resume_dir, run_id, step + 1, model, optimizer, scheduler,
+                             losses[-LOSS_WINDOW:])
         if stop:
             raise Preempted(f"stopped on request after step {step + 1}/{total}; the checkpoint "
                             f"in {resume_dir} resumes the run")
@@ -346,7 +349,8 @@ def _latest_path(resume_dir: Path) -> Path:
     return resume_dir / "latest.json"
 
 
-def _save_checkpoint(resume_dir: Path, run_id: str, step: int, model, optimizer, scheduler):
+def _save_checkpoint(resume_dir: Path, run_id: str, step: int, model, optimizer, scheduler,
+                     losses: list[float]):
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
@@ -364,7 +368,7 @@ def _save_checkpoint(resume_dir: Path, run_id: str, step: int, model, optimizer,
         dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp))
     _barrier()
     if rank == 0:
-        write_json(tmp / "meta.json", {"run_id": run_id, "step": step,
+        write_json(tmp / "meta.json", {"run_id": run_id, "step": step, "losses": losses,
                                        "scheduler": scheduler.state_dict()})
         (resume_dir / name).exists() and shutil.rmtree(resume_dir / name)
         tmp.rename(resume_dir / name)
@@ -376,19 +380,22 @@ def _save_checkpoint(resume_dir: Path, run_id: str, step: int, model, optimizer,
     _barrier()
 
 
-def _maybe_resume(resume_dir: Path, run_id: str, model, optimizer, scheduler) -> int:
+def _maybe_resume(resume_dir: Path, run_id: str, model, optimizer,
+                  scheduler) -> tuple[int, list[float]]:
+    """The step to start at and the losses of the last steps before it (0 and none without a
+    checkpoint of this run)."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
     latest = _latest_path(resume_dir)
     if not latest.exists():
-        return 0
+        return 0, []
     pointer = json.loads(latest.read_text())
     if pointer.get("run_id") != run_id:
         # A checkpoint of another configuration (data or hyper-parameters changed) is useless.
         log.warning("ignoring checkpoint in %s of a different run (%s)", resume_dir,
                     pointer.get("run_id"))
-        return 0
+        return 0, []
     folder = resume_dir / pointer["dir"]
     meta = json.loads((folder / "meta.json").read_text())
     model_state, optim_state = get_state_dict(model, optimizer)
@@ -400,7 +407,7 @@ def _maybe_resume(resume_dir: Path, run_id: str, model, optimizer, scheduler) ->
                    optim_state_dict=state["optim"])
     scheduler.load_state_dict(meta["scheduler"])
     log.info("resumed from %s at step %d", folder, meta["step"])
-    return int(meta["step"])
+    return int(meta["step"]), [float(x) for x in meta["losses"]]
 
 
 def clear_checkpoint(resume_dir: Path) -> None:
