@@ -29,7 +29,8 @@ library_first(os.environ, str(Path(workflow.basedir) / "scripts"))
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 
 from mtl.cluster import GROWING, merged_resources, on_retry, slurm_resources
-from mtl.merge import METHODS, MergeError, Recipe, merge_config
+from mtl.merge import METHODS, MergeError, Recipe
+from mtl.merge.config import merge_config
 from mtl.omega import omega_params, plan
 from mtl.regimes import REGIMES as REGIME_REGISTRY
 from mtl.subsets import SIZE_PATTERN, parse_size

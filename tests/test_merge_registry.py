@@ -13,7 +13,8 @@ import pytest
 import yaml
 from workflow import REPO, TEST_CONFIG, copy_repo, planned_jobs, seeded
 
-from mtl.merge import METHODS, OPTIONS, MergeError, Recipe, merge_config
+from mtl.merge import METHODS, OPTIONS, MergeError, Recipe
+from mtl.merge.config import merge_config
 from mtl.merge.recipe import merge_schema
 from mtl.tables import METHOD_LABEL
 

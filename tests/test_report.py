@@ -27,7 +27,7 @@ from PIL import Image
 from snakemake.utils import validate
 from workflow import REPO, TEST_CONFIG, snakemake
 
-from mtl.merge import merge_config
+from mtl.merge.config import merge_config
 from mtl.report_items import REPORT_ITEMS
 
 CAPTIONS = REPO / "report"

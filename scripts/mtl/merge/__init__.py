@@ -20,7 +20,7 @@ from mtl.merge.inplace import InPlaceMerger
 from mtl.merge.inputs import TensorInputs
 from mtl.merge.methods import METHODS, Method, method_named
 from mtl.merge.options import OPTIONS, EngineOptions, MergeError, Option
-from mtl.merge.recipe import Recipe, heuristic_omega, heuristic_omegas, merge_config
+from mtl.merge.recipe import Recipe, heuristic_omega, heuristic_omegas
 
 __all__ = [
     "METHODS",
@@ -35,7 +35,6 @@ __all__ = [
     "extract_task_vector",
     "heuristic_omega",
     "heuristic_omegas",
-    "merge_config",
     "merge_to_disk",
     "method_named",
 ]

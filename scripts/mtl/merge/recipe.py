@@ -16,8 +16,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from jsonschema import Draft202012Validator
-
 from mtl.io import read_jsonl
 from mtl.merge.methods import METHODS, Method, check_skills, method_named
 from mtl.merge.options import OPTIONS, EngineOptions, MergeError
@@ -76,18 +74,6 @@ def merge_schema() -> dict[str, Any]:
             "omega_sizes": {"enum": ["data", "paper"], "default": "data"},
         },
     }
-
-
-def merge_config(merge: Mapping[str, Any]) -> dict[str, Any]:
-    """The config's `merge` section checked against merge_schema, with its defaults filled in;
-    a bad key or value raises MergeError naming it."""
-    schema = merge_schema()
-    errors = sorted(Draft202012Validator(schema).iter_errors(dict(merge)), key=str)
-    if errors:
-        where = ".".join(str(p) for p in errors[0].absolute_path)
-        raise MergeError(f"config merge{'.' + where if where else ''}: {errors[0].message}")
-    defaults = {name: prop["default"] for name, prop in schema["properties"].items()}
-    return {**defaults, **merge}
 
 
 @dataclass(frozen=True)
