@@ -26,7 +26,8 @@ def test_bench_merge_times_each_method_against_mergekit(tmp_path: Path) -> None:
     assert set(rows) == {"sce", "tsv_m"}, done.stdout
     engine, runs, mergekit, ratio = rows["sce"]
     assert runs == "1"
-    assert float(ratio) == pytest.approx(float(engine) / float(mergekit), abs=1e-3)
+    # From the printed (rounded) seconds: the ratio agrees to the rounding.
+    assert float(ratio) == pytest.approx(float(engine) / float(mergekit), rel=0.05)
     assert rows["tsv_m"][1:] == ("0", "—", "—")
     assert not (tmp_path / "bench").exists()  # removed unless --keep
 

@@ -205,11 +205,11 @@ def run_driver(base: Path, work: Path, kill_after_checkpoint: bool = False) -> s
     script = work.parent / "driver.py"
     script.write_text(DRIVER.format(scripts=str(SCRIPTS)))
     proc = subprocess.Popen([sys.executable, str(script), str(base), str(work)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     if not kill_after_checkpoint:
-        stdout, _ = proc.communicate(timeout=600)
-        assert proc.returncode == 0
+        stdout, stderr = proc.communicate(timeout=600)
+        assert proc.returncode == 0, stderr[-3000:]
         return stdout
     latest = work / "resume" / "latest.json"
     deadline = time.time() + 300
