@@ -266,3 +266,18 @@ def test_progress_cleared_leaves_no_empty_folders_below_resume(tmp_path):
     assert progress.has("omega-0.10", 0, ["t1"]) and not progress.has("omega-0.10", 0, ["t2"])
     progress.clear()
     assert sorted(p.name for p in (tmp_path / "results" / ".resume").iterdir()) == ["other"]
+
+
+def test_task_configs_keep_no_memory_address_of_a_task_function():
+    # lm-eval writes `process_docs: !function utils.x` as the function's repr, whose address
+    # differs in every process: two runs of the same evaluation would differ in bytes.
+    def xstest_safe_docs(docs):
+        return docs
+
+    raw = {"configs": {"paper_xstest_safe": {
+        "process_docs": "<function xstest_safe_docs at 0x7f7cdc3a7060>",
+        "metadata": {"hook": xstest_safe_docs, "notes": ["<function f at 0xABC>", "plain"]}}}}
+    part = _task_part(raw, "paper_xstest_safe")["configs"]["paper_xstest_safe"]
+    assert part["process_docs"] == "<function xstest_safe_docs>"
+    assert part["metadata"]["hook"].startswith("<function ") and "0x" not in str(part)
+    assert part["metadata"]["notes"] == ["<function f>", "plain"]

@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import pickle
+import re
 import shutil
 import tempfile
 from collections import defaultdict
@@ -320,7 +321,26 @@ def _task_part(raw: dict, task: str) -> dict:
         # The task file's location is a temporary folder: it would make reruns differ.
         config.pop("config_source", None)
         config.get("metadata", {}).pop("config_source", None)
+    if "configs" in part:
+        part["configs"] = _without_addresses(part["configs"])
     return part
+
+
+# lm-eval writes a task's functions (`process_docs: !function utils.x`) as their repr, which
+# holds the function's memory address: different in every process.
+_ADDRESS = re.compile(r"^<(function|bound method) (.+) at 0x[0-9a-fA-F]+>$")
+
+
+def _without_addresses(value):
+    if isinstance(value, dict):
+        return {key: _without_addresses(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_addresses(item) for item in value]
+    if isinstance(value, str):
+        return _ADDRESS.sub(r"<\1 \2>", value)
+    if callable(value):
+        return f"<function {getattr(value, '__qualname__', type(value).__name__)}>"
+    return value
 
 
 def _headline(raw: dict, spec: TaskSpec) -> dict:
