@@ -3,7 +3,6 @@ decoding is greedy, the same distribution where it samples, and the same cut at 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -14,7 +13,12 @@ import yaml
 from mtl import benchmarks, judges
 from mtl.evaluation import Evaluator, suite_tasks, toy_task_dir
 from mtl.generation import BACKENDS, ContinuousHFLM, lm_class
-from mtl.paper_standin import TULU_TEMPLATE, byte_tokenizer, tiny_llama, write_judge
+from mtl.paper_standin import (
+    TULU_TEMPLATE,
+    byte_tokenizer,
+    tiny_llama,
+    write_workspace,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 TASK_DIR = REPO / "scripts" / "mtl" / "lmeval_tasks" / "paper"
@@ -138,14 +142,7 @@ def test_every_stand_in_task_generates_the_same_greedy_text_with_either_backend(
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    for name, benchmark in benchmarks.BENCHMARKS.items():
-        rows = benchmark.standin()
-        path = tmp_path / "results" / "evaldata" / f"{name}.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    for key in judges.JUDGES:
-        write_judge(key, tmp_path / "judges" / key)
-    monkeypatch.setenv(judges.ENV_DIR, str(tmp_path / "judges"))
+    monkeypatch.setenv(judges.ENV_DIR, str(write_workspace(tmp_path)))
     monkeypatch.chdir(tmp_path)
     config = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
     tasks = sorted({spec["task"] for specs in benchmarks.task_specs(config["evaluation"],

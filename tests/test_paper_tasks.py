@@ -11,7 +11,13 @@ import yaml
 from mtl import benchmarks, judges
 from mtl import paper_metrics as pm
 from mtl.benchmarks import HUMANEVAL, MBPP, SCIRIFF_GOLD
-from mtl.paper_standin import TULU_TEMPLATE, byte_tokenizer, tiny_llama, write_judge
+from mtl.paper_standin import (
+    TULU_TEMPLATE,
+    byte_tokenizer,
+    tiny_llama,
+    write_judge,
+    write_workspace,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 TASK_DIR = REPO / "scripts" / "mtl" / "lmeval_tasks" / "paper"
@@ -125,13 +131,7 @@ def test_every_task_runs_end_to_end_on_a_tiny_model(tmp_path, monkeypatch):
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    for name, rows in stand_in_rows().items():
-        path = tmp_path / "results" / "evaldata" / f"{name}.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    for key in judges.JUDGES:
-        write_judge(key, tmp_path / "judges" / key)
-    monkeypatch.setenv(judges.ENV_DIR, str(tmp_path / "judges"))
+    monkeypatch.setenv(judges.ENV_DIR, str(write_workspace(tmp_path)))
     monkeypatch.chdir(tmp_path)
     tokenizer = byte_tokenizer(TULU_TEMPLATE, 8192)
     lm = HFLM(pretrained=tiny_llama(tokenizer, 8192), tokenizer=tokenizer, batch_size=8,

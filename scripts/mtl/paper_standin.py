@@ -74,3 +74,21 @@ def write_judge(key: str, folder: Path) -> None:
         raise ValueError(f"no stand-in for judge {key!r}")
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+
+
+def write_workspace(root: Path) -> Path:
+    """What the fetch rules write with `evaluation.standin: true`, without the workflow: every
+    benchmark's stand-in rows in root/results/evaldata/ and every judge in root/judges/, which is
+    returned (point `mtl.judges.ENV_DIR` at it)."""
+    import json
+
+    from mtl.benchmarks import BENCHMARKS
+    from mtl.judges import JUDGES
+
+    for name, benchmark in BENCHMARKS.items():
+        path = root / "results" / "evaldata" / f"{name}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(row) + "\n" for row in benchmark.standin()))
+    for key in JUDGES:
+        write_judge(key, root / "judges" / key)
+    return root / "judges"
