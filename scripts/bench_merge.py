@@ -224,29 +224,14 @@ def mergekit_recipe(inputs: Path, omega: float) -> str:
 
 def run_mergekit(workdir: Path, points: int) -> dict:
     """(b) one mergekit-yaml run per grid point, as the paper's pipeline does."""
-    command = Path(sys.executable).with_name("mergekit-yaml")
     logs = workdir / "mergekit-logs"
     logs.mkdir(exist_ok=True)
     total = 0.0
     for i, omega in enumerate(grid(points), start=1):
         recipe = workdir / f"mergekit-{omega}.yml"
         recipe.write_text(mergekit_recipe(workdir / "inputs", omega))
-        start = time.perf_counter()
-        with open(logs / f"omega-{omega}.log", "w") as output:
-            subprocess.run(
-                [
-                    str(command),
-                    str(recipe),
-                    str(workdir / "mergekit" / f"omega-{omega}"),
-                    "--no-copy-tokenizer",
-                    "--quiet",
-                ],
-                check=True,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "HF_HUB_OFFLINE": "1"},
-            )
-        seconds = time.perf_counter() - start
+        seconds = mergekit_yaml(recipe, workdir / "mergekit" / f"omega-{omega}",
+                                logs / f"omega-{omega}.log")
         total += seconds
         log(f"  mergekit run {i}/{points} (ω={omega}): {seconds:.1f} s")
     return {"seconds": total}
