@@ -17,7 +17,7 @@ configfile: "config/config.yaml"
 validate(config, "config/schema.yaml")
 
 
-# The HTML report (docs/report.md): this text on its first page, each reported file captioned
+# The HTML report (docs/tables.md, "The HTML report"): this text on its first page, each reported file captioned
 # by report/<item>.rst (rules/common.smk, `reported`).
 report: "report/workflow.rst"
 

@@ -1,4 +1,4 @@
-"""results/claims.csv: each claim of the paper the tables support (docs/paper.md), its deciding
+"""results/claims.csv: each claim of the paper the tables support (docs/tables.md), its deciding
 numbers (mean ± spread over seeds), the rule and holds | fails (mtl.claims).
 
 Inputs: `results`, results/all_results.csv (mtl.results' schema). Params: `skills`, `method`

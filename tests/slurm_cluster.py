@@ -28,7 +28,7 @@ its configuration), made at start and removed at stop. So the machine must have 
 /etc/slurm/slurm.conf of its own.
 
 Needs root (daemons, apt-get, network namespaces) on Debian; ``unavailable_reason()`` says why
-not, for skips. Written for Debian 12's packages (SLURM 22.05, munge 0.5.15); docs/cluster.md
+not, for skips. Written for Debian 12's packages (SLURM 22.05, munge 0.5.15); docs/testing.md
 ("The SLURM test") says what it simulates.
 """
 

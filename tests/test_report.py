@@ -31,11 +31,11 @@ from mtl.merge.config import merge_config
 from mtl.report_items import REPORT_ITEMS
 
 CAPTIONS = REPO / "report"
-# The report's tables, figures and files (docs/report.md): each has its caption, report/<item>.rst.
+# The report's tables, figures and files (docs/tables.md): each has its caption, report/<item>.rst.
 ITEMS = [*REPORT_ITEMS, "all_results", "claims"]
 CHECK_SCRIPT = Path(__file__).with_name("report_check.js")
 CHECK_MARK = '<pre id="mtl-report-check">'
-# Chromium as root in a container, on a machine with no network (docs/report.md).
+# Chromium as root in a container, on a machine with no network (docs/tables.md, "The HTML report").
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--window-size=1600,1000"]

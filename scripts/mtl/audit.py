@@ -24,7 +24,7 @@ sets, GPUs) or with other numerics (kernel level, threads) is marked, as a fact,
 
 With --compare REV, rebuilt targets are compared with the records committed at git revision
 REV: identical, or the first input down the lineage whose hash differs, with the machine facts
-of both builds (docs/audit.md).
+of both builds (docs/reproducibility.md, "The audit").
 
 Exit status: 0 when nothing is modified, stale, without record or irrecoverably missing (and,
 with --compare, every target is identical); 1 otherwise; 2 for a usage error (such as --cells on
@@ -550,7 +550,7 @@ def same_content(auditor: Auditor, key: str, committed: str, rebuilt: str | None
 
 
 def compare(auditor: Auditor, rev: str, key: str) -> tuple[bool, list[str]]:
-    """Compare `key` as rebuilt here with its record committed at `rev` (docs/audit.md).
+    """Compare `key` as rebuilt here with its record committed at `rev` (docs/reproducibility.md).
 
     Identical, or the first difference: down the lineage, the deepest input whose hash differs
     between the committed and the rebuilt records, as far as committed records reach.

@@ -15,7 +15,7 @@ import torch
 
 PAD_TOKEN = "<pad>"
 
-# open-instruct's format, which the paper trained with (docs/paper.md, "Training"):
+# open-instruct's format, which the paper trained with (docs/paper-scale.md, finetuning):
 # "<|user|>\n{content}\n<|assistant|>\n{content}</s>\n" per turn, the whole string stripped (no
 # newline after the last </s>), BOS first; the generation prompt ends "<|assistant|>\n".
 # Contents are stripped as open-instruct does. Unknown roles are errors, not silently dropped.

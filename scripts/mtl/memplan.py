@@ -225,7 +225,7 @@ def plan_task_vector(config) -> JobPlan:
     """τ = θ_D − θ_pre on the host (no GPU), streamed tensor by tensor by the merge engine.
 
     Estimate: the largest tensor in float32 four times (θ_D's, θ_pre's, τ and the write
-    buffer); the engine's staging buffers are of that order (docs/merge-engine.md).
+    buffer); the engine's staging buffers are of that order (docs/speed.md, "Merging").
     """
     model = meta_model(config, torch.float32)
     largest = max(nbytes([p]) for p in model.parameters())
