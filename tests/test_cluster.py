@@ -36,7 +36,7 @@ def test_a_base_above_its_cap_is_refused_naming_the_keys():
 
 def test_no_paper_job_asks_for_more_than_its_partition_on_any_attempt():
     """The paper config's third attempts stay within the caps it sets (a third training attempt
-    used to ask for 480 GB and 144 h)."""
+    would ask for 480 GB and 144 h without them)."""
     for family in ("default", "data", "finetune", "merge", "evaluate"):
         spec = merged_resources(PAPER["resources"], family)
         for key, cap in (("mem_mb", "max_mem_mb"), ("runtime", "max_runtime")):

@@ -171,8 +171,8 @@ def test_ties_two_skills_against_trim_and_elect_written_out() -> None:
 
 def test_dare_ties_without_drops_is_the_sign_elected_sum() -> None:
     """density 1 drops nothing: θ_pre + the weighted deltas that agree with their sum's sign,
-    here computed without the engine (the old test compared ties with dare_ties, which share
-    their code)."""
+    here computed without the engine (not compared with ties, which shares dare_ties's code and
+    would agree with a bug in it)."""
     x = _inputs(density=1.0)
     omega = (0.7, 0.25)
     deltas = [x.tau_general.clone()] + [w * t.clone() for w, t in zip(omega, x.tau, strict=True)]

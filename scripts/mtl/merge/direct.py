@@ -2,11 +2,11 @@
 
 A grid writes every byte of a model once per ω: 6 GB for the benchmark's 11 points, 150 GB at
 7B. Written the usual way, each byte is first copied into the kernel's page cache, and that
-copy, with allocating and accounting the pages, was the largest CPU cost of a pass: 7-8 CPU-s
-for 6 GB on the 2-core benchmark machine, three times more when the virtual machine had handed
-the memory back to its host (docs/merge-engine.md). With O_DIRECT the device reads the bytes
-from the process's own buffer: the same 6 GB cost 1.4-1.9 CPU-s of kernel time, and the pages
-of outputs nobody reads soon do not push the inputs out of the cache.
+copy, with allocating and accounting the pages, is the largest CPU cost of a pass: 7-8 CPU-s
+for 6 GB on 2 cores, three times more on a virtual machine that has handed the memory back to
+its host (docs/speed.md). With O_DIRECT the device reads the bytes from the process's own
+buffer: the same 6 GB cost 1.4-1.9 CPU-s of kernel time, and the pages of outputs nobody reads
+soon do not push the inputs out of the cache.
 
 O_DIRECT wants every write's buffer address, file offset and length aligned to the device's
 logical block, so bytes are gathered in a page-aligned buffer and written in multiples of
