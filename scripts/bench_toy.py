@@ -6,8 +6,8 @@ slows both sides alike).
 
 - eval: one ω-grid point = every suite evaluated in place by `mtl.evaluation.Evaluator`, as the
   evaluation step runs it. "before" clears the per-job caches ahead of each point (every coding
-  program runs again in the sandbox, lm-eval's templates compile again), as the code did before
-  them; "after" keeps them. Also checks that both give the same scores.
+  program runs again in the sandbox, lm-eval's templates compile again), as a job without them
+  would; "after" keeps them. Also checks that both give the same scores.
 - pretrain: the toy pretraining loop on the world's corpus, one process vs `--processes` gloo
   workers (config training.pretrain.processes), the same global batches; prints the largest
   weight difference between the two.
