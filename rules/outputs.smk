@@ -1,11 +1,11 @@
 """Outputs are replaced, or taken as built, only when this workflow wrote everything in them
-(mtl.provenance: foreign_outputs, check_replaceable).
+(mtl.replacing: foreign_outputs, check_replaceable).
 
 Included last, when every rule is defined. Both checks run in the main Snakemake process only:
 SLURM jobs parse this file again, and the main process checked before it submitted them.
 """
 
-from mtl.provenance import check_replaceable, foreign_outputs, recorded, refusal
+from mtl.replacing import check_replaceable, foreign_outputs, recorded, refusal
 
 # Snakemake takes an existing output as built (a target that exists is "Nothing to be done"):
 # so every path that matches an output of a rule must have been written by this workflow.

@@ -378,11 +378,12 @@ def breakdown(workdir: Path, points: int) -> dict[str, float]:
     import torch
 
     sys.path.insert(0, str(ROOT / "scripts"))
+    from mtl.hashing import HASH, new_hasher
     from mtl.merge.direct import DirectFile
     from mtl.merge.engine import _blocks
     from mtl.merge.inputs import check_range
-    from mtl.merge.safetensors import Checkpoint, Writer
-    from mtl.provenance import HASH, new_hasher
+    from mtl.merge.safetensors import Checkpoint
+    from mtl.merge.shards import Writer
 
     torch.set_num_threads(1)  # as the engine's pass
     inputs = workdir / "inputs"

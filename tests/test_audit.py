@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import mtl
-from mtl import audit, provenance
+from mtl import audit, hashing, lineage, provenance
 from mtl.provenance import Step, sidecar
 
 RAW = "raw/math.jsonl"
@@ -366,14 +366,14 @@ def test_each_path_is_hashed_once(
     chain: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: Counter[str] = Counter()
-    real_hash_file = provenance.hash_file
+    real_hash_file = hashing.hash_file
 
     def counting(path: str | os.PathLike, *algorithm: str) -> str:
         calls[Path(path).resolve().as_posix()] += 1
         return real_hash_file(path, *algorithm)
 
-    monkeypatch.setattr(provenance, "hash_file", counting)
-    monkeypatch.setattr(audit, "hash_file", counting)
+    monkeypatch.setattr(hashing, "hash_file", counting)  # a folder's manifest
+    monkeypatch.setattr(lineage, "hash_file", counting)
     assert audit.main([TABLE, EVAL_MERGE, TV]) == 0
     assert calls, "nothing was hashed"
     assert max(calls.values()) == 1, [path for path, n in calls.items() if n > 1]
@@ -608,14 +608,14 @@ def as_sha256_records() -> None:
     """Rewrite every record as one written before BLAKE3 was adopted: sha256 throughout."""
     for record_path in sorted(Path("results").rglob("*" + provenance.SIDECAR_SUFFIX)):
         record = json.loads(record_path.read_text())
-        record["hash"] = provenance.hash_path(record["path"], "sha256")
+        record["hash"] = hashing.hash_path(record["path"], "sha256")
         if record["kind"] == "dir":
-            record["manifest"] = provenance.manifest(record["path"], "sha256")
+            record["manifest"] = hashing.manifest(record["path"], "sha256")
         for entries in record["inputs"].values():
             for entry in entries:
-                entry["hash"] = provenance.hash_path(entry["path"], "sha256")
+                entry["hash"] = hashing.hash_path(entry["path"], "sha256")
         record["code"]["files"] = {
-            name: provenance.hash_file(name, "sha256") for name in record["code"]["files"]
+            name: hashing.hash_file(name, "sha256") for name in record["code"]["files"]
         }
         record_path.write_text(json.dumps(record))
 

@@ -23,7 +23,8 @@ from workflow import REPO
 from mtl.chat import check_rows
 from mtl.io import read_jsonl
 from mtl.merge import MergeError, Recipe, extract_task_vector, merge_to_disk
-from mtl.provenance import ForeignOutputError, Step, check_replaceable, sidecar
+from mtl.provenance import Step, sidecar
+from mtl.replacing import ForeignOutputError, check_replaceable
 from mtl.subsets import select
 
 pytestmark = pytest.mark.filterwarnings("ignore:numpy.core is deprecated:DeprecationWarning")

@@ -31,7 +31,7 @@ from mtl.merge import (
     heuristic_omega,
     merge_to_disk,
 )
-from mtl.merge.safetensors import Writer
+from mtl.merge.shards import Writer
 
 QUIET = {"progress": False}
 TINY = dict(
@@ -84,7 +84,7 @@ def _variant(
 
 
 def _blake3(path: Path) -> str:
-    """The file hash records use (mtl.provenance.HASH), computed here independently."""
+    """The file hash records use (mtl.hashing.HASH), computed here independently."""
     return "blake3:" + blake3.blake3(path.read_bytes()).hexdigest()
 
 
@@ -698,7 +698,7 @@ def test_outputs_proved_in_range_are_not_checked(
     """Task arithmetic's outputs are bounded by their inputs, far below bfloat16's range: the
     engine skips their range check (the pass's costliest step after the cast and the write);
     TIES declares no bound and every output is checked."""
-    from mtl.merge import safetensors
+    from mtl.merge import shards
 
     checked: list[str] = []
 
@@ -706,7 +706,7 @@ def test_outputs_proved_in_range_are_not_checked(
         checked.append(what)
         return 0.0
 
-    monkeypatch.setattr(safetensors, "check_range", counting)
+    monkeypatch.setattr(shards, "check_range", counting)
     run = dict(theta_pre=models["pre"], task_vectors=[models["tv1"]], options=QUIET)
     merge_to_disk(
         "task_arithmetic", models["general"], [0.5, 1], [tmp_path / "a", tmp_path / "b"], **run

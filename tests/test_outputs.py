@@ -1,6 +1,6 @@
 """What a run may replace or take as built: only outputs whose record lists all they hold.
 
-The library checks (mtl.provenance: record_problem, replace_problem, foreign_outputs) here; the
+The library checks (mtl.replacing: record_problem, replace_problem, foreign_outputs) here; the
 same cases through Snakemake itself (rerun, --forcerun, an upstream change, a folder made by
 hand) in tests/test_workflow_outputs.py.
 """
@@ -12,15 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from mtl.provenance import (
+from mtl.provenance import Step, sidecar
+from mtl.replacing import (
     ForeignOutputError,
-    Step,
     check_replaceable,
     foreign_outputs,
     record_problem,
     recorded,
     replace_problem,
-    sidecar,
 )
 
 MODEL = "results/models/m"

@@ -25,20 +25,17 @@ from snakemake.iocontainers import (
     Wildcards,
 )
 
-from mtl import provenance
-from mtl.io import atomic_dir, atomic_file
-from mtl.provenance import (
+from mtl import hashing, machine, provenance
+from mtl.hashing import (
     HashingWriter,
-    ProvenanceError,
-    Step,
     algorithm_of,
     hash_file,
     hash_path,
-    load_record,
     manifest,
     manifest_hash,
-    sidecar,
 )
+from mtl.io import atomic_dir, atomic_file
+from mtl.provenance import ProvenanceError, Step, load_record, sidecar
 
 
 def b3(data: bytes) -> str:
@@ -284,7 +281,9 @@ def test_set_hash_spares_a_second_read(workdir: Path, monkeypatch: pytest.Monkey
         assert Path(path).name != "weights.bin", "hashed while written; must not be re-read"
         return real_hash_file(path, *algorithm)
 
+    # The step hashes its own files and, through the folder's manifest, those of an output folder.
     monkeypatch.setattr(provenance, "hash_file", refuse_weights)
+    monkeypatch.setattr(hashing, "hash_file", refuse_weights)
     with Step("s", {}, outputs("tv.safetensors", "model"), {}, {}) as step:
         with atomic_file("tv.safetensors", "wb") as handle:
             writer = HashingWriter(handle)
@@ -449,7 +448,7 @@ flags\t\t: fpu
     ],
 )
 def test_cpu_facts_name_the_model_and_instruction_set_level(flags: str, isa: str) -> None:
-    cpu = provenance._cpu(CPUINFO.format(model="Some CPU @ 2GHz", flags=flags))
+    cpu = machine._cpu(CPUINFO.format(model="Some CPU @ 2GHz", flags=flags))
     assert cpu == {"model": "Some CPU @ 2GHz", "isa": isa, "amx": "amx_tile" in flags}
 
 
@@ -459,7 +458,7 @@ def test_machine_facts_tell_machines_apart(monkeypatch: pytest.MonkeyPatch) -> N
                             "avx512dq avx512vl")
     classes = []
     for text in (avx2, avx512):
-        monkeypatch.setattr(provenance.Path, "read_text", lambda self, text=text: text)
-        classes.append(provenance.machine_facts()["class"])
+        monkeypatch.setattr(machine.Path, "read_text", lambda self, text=text: text)
+        classes.append(machine.machine_facts()["class"])
     assert classes[0] != classes[1]
     assert "avx2 (CPU A)" in classes[0] and "avx512 (CPU B)" in classes[1]

@@ -89,3 +89,10 @@ def test_guides_speak_of_the_present():
             for number, line in enumerate(path.read_text().splitlines(), start=1)
             if HISTORY.search(line)]
     assert not hits, "history belongs in docs/history.md:\n" + "\n".join(hits)
+
+
+def test_no_library_file_is_over_450_lines():
+    """A longer file holds more than one job: split it by job into modules."""
+    long = {p.relative_to(REPO).as_posix(): n for p in (REPO / "scripts/mtl").rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 450}
+    assert long == {}

@@ -11,78 +11,41 @@ sidecar}]}; sidecar is None for raw data), rule, wildcards, params, config (the 
 step's dotted keys), seed, notes (step.note facts; `cells` and `derived` are read by the audit),
 code ({git_commit, git_dirty, files: {path: hash}}), packages, device, host, machine (what
 tells machines apart: CPU model and instruction sets, the kernel level and threads torch used,
-the numerics environment, GPUs with driver and CUDA; see `machine_facts`), started, ended,
-duration_s.
+the numerics environment, GPUs with driver and CUDA; see `mtl.machine.machine_facts`), started,
+ended, duration_s.
 
-Hashes name their algorithm: "blake3:<hex>" (BLAKE3, 256 bits) in new records, "sha256:<hex>" in
-records written before BLAKE3 was adopted; both verify (`algorithm_of`). BLAKE3 is a
-cryptographic hash too, and about 20x faster than sha256 on CPUs without SHA extensions, where
-hashing every written model was half of a merge's CPU time. A folder's hash is the hash, by the
-same algorithm, of its manifest written the way `b3sum` and `sha256sum` print it, one line per
-file sorted by path ("<hex>  <relative posix path>\\n"), so a folder can be checked by hand
-with standard tools:
-    cd FOLDER && find . -type f ! -name .snakemake_timestamp | sed 's|^\\./||' | LC_ALL=C sort \\
-        | xargs b3sum | b3sum          # sha256sum for a "sha256:" record
+Hashes: mtl.hashing; the machine and package facts: mtl.machine; which outputs a rerun may
+replace: mtl.replacing.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
 import inspect
-import io
 import os
-import platform
-import re
 import socket
-import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, Protocol, Self
+from typing import Any, Self
 
-import blake3
-
+from mtl.hashing import (
+    DIGEST,
+    HASH,
+    ProvenanceError,
+    algorithm_of,
+    hash_file,
+    hash_path,
+    manifest,
+    manifest_hash,
+)
 from mtl.io import read_json_object, write_json
-from mtl.stepkit import NUMERICS_VARIABLES
+from mtl.machine import device, git_state, machine_facts, package_versions
 
 SCHEMA_VERSION = 1
 SIDECAR_SUFFIX = ".prov.json"
-CHUNK_BYTES = 1 << 20
-SNAKEMAKE_TIMESTAMP = ".snakemake_timestamp"
-# Distribution names whose versions go into every record (those not installed are left out).
-PACKAGES = (
-    "torch",
-    "transformers",
-    "safetensors",
-    "datasets",
-    "lm_eval",
-    "snakemake",
-    "pandas",
-    "numpy",
-)
-# File hashing is I/O bound and both hashes release the GIL, so threads speed up many-file folders.
-HASH_THREADS = min(8, os.cpu_count() or 1)
-
-
-class Hasher(Protocol):
-    def update(self, data: Any, /) -> object: ...
-
-    def hexdigest(self) -> str: ...
-
-
-# The algorithms a record may name; HASH writes new records. Both give 256-bit (64 hex) digests.
-HASHERS: dict[str, Any] = {"blake3": blake3.blake3, "sha256": hashlib.sha256}
-HASH = "blake3"
-_DIGEST = re.compile(r"([a-z0-9]+):[0-9a-f]{64}")
-
-
-class ProvenanceError(Exception):
-    """A provenance contract was broken or a record cannot be read."""
 
 
 def sidecar(path: str | os.PathLike) -> Path:
@@ -103,122 +66,6 @@ def artifact_of(sidecar_path: str | os.PathLike) -> Path:
     if not is_sidecar(text):
         raise ProvenanceError(f"{text} is not a sidecar (no {SIDECAR_SUFFIX} suffix)")
     return Path(text[: -len(SIDECAR_SUFFIX)])
-
-
-def new_hasher(algorithm: str = HASH) -> Hasher:
-    """A fresh hash object of `algorithm` (a key of HASHERS); `finish` turns it into a digest."""
-    return HASHERS[algorithm]()
-
-
-def finish(hasher: Hasher, algorithm: str = HASH) -> str:
-    """The "<algorithm>:<hex>" digest of `hasher`."""
-    return f"{algorithm}:{hasher.hexdigest()}"
-
-
-def algorithm_of(digest: str) -> str:
-    """The algorithm a digest names ("blake3:<hex>" -> "blake3"); unknown or malformed ones are
-    refused, naming the digest."""
-    match = _DIGEST.fullmatch(digest) if isinstance(digest, str) else None
-    if match is None or match.group(1) not in HASHERS:
-        raise ProvenanceError(
-            f"{digest!r} is not a digest ({' or '.join(f'{a}:<64 hex>' for a in HASHERS)})"
-        )
-    return match.group(1)
-
-
-def hash_file(path: str | os.PathLike, algorithm: str = HASH) -> str:
-    """Hash of a file's bytes, streamed in 1 MiB chunks, as "<algorithm>:<hex>"."""
-    digest = new_hasher(algorithm)
-    buffer = bytearray(CHUNK_BYTES)
-    view = memoryview(buffer)
-    with open(path, "rb", buffering=0) as handle:
-        while n := handle.readinto(buffer):
-            digest.update(view[:n])
-    return finish(digest, algorithm)
-
-
-def manifest(path: str | os.PathLike, algorithm: str = HASH) -> dict[str, str]:
-    """{relative posix path: file hash} for every file under the folder `path`.
-
-    Snakemake's `.snakemake_timestamp` marker at the top of a folder is not part of its content.
-    """
-    return _manifest(Path(path), {}, algorithm)
-
-
-def _manifest(root: Path, known: Mapping[str, str], algorithm: str = HASH) -> dict[str, str]:
-    """Like `manifest`, but files whose hash is in `known` (hashed while written) are not read."""
-    if not root.is_dir():
-        raise NotADirectoryError(f"not a folder: {root}")
-    files = []
-    for dirpath, _, filenames in os.walk(root):
-        files.extend((Path(dirpath) / name).relative_to(root).as_posix() for name in filenames)
-    # Snakemake drops this mtime marker into directory() outputs after the job: not content.
-    files = [rel for rel in files if rel != SNAKEMAKE_TIMESTAMP]
-    todo = [rel for rel in files if rel not in known]
-    with ThreadPoolExecutor(max_workers=HASH_THREADS) as pool:
-        fresh = dict(
-            zip(todo, pool.map(lambda rel: hash_file(root / rel, algorithm), todo), strict=True)
-        )
-    return {rel: known[rel] if rel in known else fresh[rel] for rel in sorted(files)}
-
-
-def manifest_hash(entries: Mapping[str, str], algorithm: str = HASH) -> str:
-    """The folder hash of a manifest: `algorithm` over its `b3sum`/`sha256sum`-style lines.
-
-    Every entry must be of `algorithm` too: a line holds the bare hex, which would not say how
-    it was made.
-    """
-    digest = new_hasher(algorithm)
-    for rel in sorted(entries):
-        if algorithm_of(entries[rel]) != algorithm:
-            raise ProvenanceError(
-                f"manifest entry {rel}: {entries[rel]!r} is not a {algorithm} hash"
-            )
-        digest.update(f"{entries[rel].removeprefix(algorithm + ':')}  {rel}\n".encode())
-    return finish(digest, algorithm)
-
-
-def hash_path(path: str | os.PathLike, algorithm: str = HASH) -> str:
-    """Content hash of a file, or of a folder via its manifest."""
-    path = Path(path)
-    if path.is_dir():
-        return manifest_hash(manifest(path, algorithm), algorithm)
-    return hash_file(path, algorithm)
-
-
-class HashingWriter(io.RawIOBase):
-    """Binary file-like wrapper that hashes bytes as they pass, so big writers need no re-read.
-
-    Use it inside `atomic_file(path, "wb")`, then hand `writer.hash` to `Step.set_hash(path, ...)`.
-    Closing it leaves the wrapped handle open: `atomic_file` still has to fsync and rename it.
-    """
-
-    def __init__(self, raw: BinaryIO) -> None:
-        super().__init__()
-        self._raw = raw
-        self._digest = new_hasher()
-        self.size = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        view = memoryview(data).cast("B")
-        written = self._raw.write(view)
-        # Hash only what the wrapped handle accepted; a caller re-sends the rest.
-        written = len(view) if written is None else written
-        self._digest.update(view[:written])
-        self.size += written
-        return written
-
-    def flush(self) -> None:
-        if not self._raw.closed:
-            self._raw.flush()
-
-    @property
-    def hash(self) -> str:
-        return finish(self._digest)
-
 
 def load_record(artifact: str | os.PathLike) -> dict:
     """The record of `artifact`; a missing or unreadable sidecar is named in the error."""
@@ -274,7 +121,7 @@ def _as_list(value: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str
     return [os.fspath(item) for item in value]
 
 
-def _relative(path: str | os.PathLike, cwd: Path) -> str:
+def relative_path(path: str | os.PathLike, cwd: Path) -> str:
     """Posix path relative to `cwd`, so records do not depend on where the checkout lives."""
     return Path(os.path.relpath(os.path.abspath(path), cwd)).as_posix()
 
@@ -318,140 +165,6 @@ def _named_paths(namedlist: Any) -> dict[str, list[str]]:
     return named
 
 
-def _git_state(cwd: Path) -> dict[str, Any]:
-    """Commit and dirty flag of the checkout; both None outside a git checkout (never fails)."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout.strip()
-        # Outputs are not code: the tables committed under results/ change with every run.
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--", ".", ":(exclude)results"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return {"git_commit": None, "git_dirty": None}
-    return {"git_commit": commit, "git_dirty": bool(status.strip())}
-
-
-def _package_versions() -> dict[str, str]:
-    # Metadata only: importing torch & co. just to read a version would cost seconds per job.
-    versions = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
-def _device() -> str:
-    # Only consult torch if the job imported it; a job that never did ran on the CPU.
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        return str(torch.cuda.get_device_name())
-    return "cpu"
-
-
-# CPU instruction-set levels, best first, with the /proc/cpuinfo flags each needs.
-ISA_LEVELS = (
-    ("avx512", {"avx512f", "avx512bw", "avx512dq", "avx512vl"}),
-    ("avx2", {"avx2", "fma"}),
-    ("avx", {"avx"}),
-    ("sse4_2", {"sse4_2"}),
-)
-
-
-def _cpu(cpuinfo: str) -> dict[str, Any]:
-    """CPU model and instruction-set level from /proc/cpuinfo text (the first processor)."""
-    fields: dict[str, str] = {}
-    for line in cpuinfo.splitlines():
-        key, sep, value = line.partition(":")
-        if not sep:
-            if fields:
-                break  # the end of the first processor's block
-            continue
-        fields.setdefault(key.strip(), value.strip())
-    flags = set(fields.get("flags", "").split())
-    isa = next((name for name, need in ISA_LEVELS if need <= flags), "baseline")
-    return {
-        "model": fields.get("model name"),
-        "isa": isa,
-        "amx": "amx_tile" in flags,
-    }
-
-
-def _gpus(torch: Any) -> dict[str, Any] | None:
-    if not torch.cuda.is_available():
-        return None
-    try:
-        driver = subprocess.run(
-            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout.split("\n")[0].strip()
-    except (OSError, subprocess.SubprocessError):
-        driver = None
-    count = torch.cuda.device_count()
-    return {
-        "names": [torch.cuda.get_device_name(i) for i in range(count)],
-        "capability": ".".join(map(str, torch.cuda.get_device_capability())),
-        "driver": driver,
-        "cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version(),
-    }
-
-
-def machine_facts() -> dict[str, Any]:
-    """What tells two machines apart where numbers are concerned.
-
-    `class` names the hardware (architecture, CPU model and level, GPUs); `numerics` what the
-    job's kernels were pinned to (torch's dispatch level, threads, the numerics environment).
-    Torch facts are read only when the job imported torch: a job that did not computed no floats.
-    """
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        cpuinfo = ""
-    cpu = _cpu(cpuinfo)
-    cpu["arch"] = platform.machine()
-    cpu["cores"] = os.cpu_count()
-    cpu["usable_cores"] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    torch = sys.modules.get("torch")
-    numerics: dict[str, Any] = {
-        "environment": {name: os.environ.get(name) for name in NUMERICS_VARIABLES}
-    }
-    gpu = None
-    if torch is not None:
-        numerics.update(
-            kernels=torch.backends.cpu.get_cpu_capability(),
-            threads=torch.get_num_threads(),
-            interop_threads=torch.get_num_interop_threads(),
-            deterministic=torch.are_deterministic_algorithms_enabled(),
-        )
-        gpu = _gpus(torch)
-    gpus = ", ".join(gpu["names"]) if gpu else "no GPU"
-    return {
-        "class": f"{cpu['arch']} {cpu['isa']} ({cpu['model'] or 'unknown CPU'}), {gpus}",
-        "cpu": cpu,
-        "gpu": gpu,
-        "numerics": numerics,
-        "os": platform.platform(),
-        "libc": " ".join(platform.libc_ver()).strip() or None,
-    }
-
-
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -477,10 +190,12 @@ class Step:
         self.rule = rule
         self.cwd = Path.cwd().resolve()
         self.inputs = {
-            name: [_relative(p, self.cwd) for p in _as_list(paths)]
+            name: [relative_path(p, self.cwd) for p in _as_list(paths)]
             for name, paths in inputs.items()
         }
-        declared = [_relative(p, self.cwd) for paths in outputs.values() for p in _as_list(paths)]
+        declared = [
+            relative_path(p, self.cwd) for paths in outputs.values() for p in _as_list(paths)
+        ]
         sidecars = {p for p in declared if is_sidecar(p)}
         self.artifacts = sorted({p for p in declared if not is_sidecar(p)})
         for artifact in self.artifacts:
@@ -533,7 +248,7 @@ class Step:
             for name, paths in self.inputs.items()
         }
         self._record["code"] = {
-            **_git_state(self.cwd),
+            **git_state(self.cwd),
             "files": {_code_key(p, self.cwd): hash_file(p) for p in self.code},
         }
         return self
@@ -554,11 +269,11 @@ class Step:
 
     def set_hash(self, path: str | os.PathLike, digest: str) -> None:
         """Give the hash of an output file (or a file inside an output folder) hashed on write."""
-        rel = _relative(path, self.cwd)
+        rel = relative_path(path, self.cwd)
         if not any(rel == a or rel.startswith(a + "/") for a in self.artifacts):
             raise ProvenanceError(f"rule {self.rule}: {rel} is not an output of this step")
         # A folder's manifest holds one algorithm, the one this step hashes its other files with.
-        if not (isinstance(digest, str) and _DIGEST.fullmatch(digest)) or (
+        if not (isinstance(digest, str) and DIGEST.fullmatch(digest)) or (
             algorithm_of(digest) != HASH
         ):
             raise ProvenanceError(f"rule {self.rule}: {digest!r} is not a {HASH}:<hex> digest")
@@ -593,7 +308,7 @@ class Step:
         if key in cells:
             raise ProvenanceError(f"rule {self.rule}: cell {key} noted twice")
         cells[key] = {
-            "artifacts": [_relative(p, self.cwd) for p in artifacts],
+            "artifacts": [relative_path(p, self.cwd) for p in artifacts],
             "config": list(config),
         }
 
@@ -626,7 +341,9 @@ class Step:
                         f"rule {self.rule}: derived entries need 'id' and 'recipe', got {entry!r}"
                     )
             self._notes["derived"] = [
-                {**entry, "path": _relative(entry["path"], self.cwd)} if "path" in entry else entry
+                {**entry, "path": relative_path(entry["path"], self.cwd)}
+                if "path" in entry
+                else entry
                 for entry in derived
             ]
 
@@ -638,7 +355,7 @@ class Step:
                 for rel, digest in self._given.items()
                 if rel.startswith(artifact + "/")
             }
-            files = _manifest(path, inside)
+            files = manifest(path, known=inside)
             digest = manifest_hash(files)
             return {"path": artifact, "kind": "dir", "hash": digest, "manifest": files}
         if path.is_file():
@@ -665,8 +382,8 @@ class Step:
             "config": self.config,
             "seed": self.seed,
             "notes": self._notes,
-            "packages": _package_versions(),
-            "device": _device(),
+            "packages": package_versions(),
+            "device": device(),
             "host": socket.gethostname(),
             "machine": machine_facts(),
             "ended": _now(),
@@ -675,107 +392,3 @@ class Step:
         # Hash everything first, then write: the window with some records written stays short.
         for entry in entries:
             write_json(sidecar(entry["path"]), {**common, **entry})
-
-
-# ---- replacing outputs ---------------------------------------------------------------------
-# A workflow rerun deletes a job's outputs before the job runs (Snakemake does, for folders), and
-# an existing output is taken as built. Both are safe only for what this workflow wrote: an
-# output whose record lists every file in it. Anything else belongs to someone else.
-
-
-class ForeignOutputError(ProvenanceError):
-    """An output path holds something this workflow did not write; nothing was deleted."""
-
-
-def _files_under(folder: Path) -> list[str]:
-    return sorted(
-        (Path(dirpath) / name).relative_to(folder).as_posix()
-        for dirpath, _, names in os.walk(folder)
-        for name in names
-    )
-
-
-def record_problem(path: str | os.PathLike) -> str | None:
-    """Why the existing `path` is not an output of this workflow (no record of it, a record
-    of another path or kind, an unreadable record); None when it is absent or recorded."""
-    path = Path(os.path.normpath(path))
-    if not os.path.lexists(path):
-        return None
-    if not sidecar(path).exists():
-        return f"{path.as_posix()}: exists, but has no provenance record {sidecar(path).as_posix()}"
-    try:
-        record = load_record(path)
-    except ProvenanceError as err:
-        return f"{path.as_posix()}: {err}"
-    # Records name their artifact relative to the working directory the step ran in.
-    if record["path"] != _relative(path, Path.cwd().resolve()):
-        return f"{path.as_posix()}: its record {sidecar(path).as_posix()} is of {record['path']}"
-    kind = "dir" if path.is_dir() else "file"
-    if record.get("kind", kind) != kind:
-        return f"{path.as_posix()}: a {kind}, but its record describes a {record['kind']}"
-    return None
-
-
-def replace_problem(path: str | os.PathLike) -> str | None:
-    """Why the existing output `path` must not be replaced: it is foreign (`record_problem`),
-    or it is a folder holding files its record does not list. None when this workflow wrote
-    everything in it (or it is absent)."""
-    problem = record_problem(path)
-    path = Path(os.path.normpath(path))
-    if problem or not path.is_dir():
-        return problem
-    listed = load_record(path).get("manifest", {})
-    extra = [rel for rel in _files_under(path) if rel not in listed and rel != SNAKEMAKE_TIMESTAMP]
-    if not extra:
-        return None
-    return f"{path.as_posix()}: holds file(s) its provenance record does not list: " + ", ".join(
-        (path / rel).as_posix() for rel in extra
-    )
-
-
-def recorded(outputs: Iterable[Any]) -> list[Any]:
-    """The outputs among a job's or rule's `outputs` whose record is declared beside them (the
-    records themselves are the workflow's own bookkeeping)."""
-    outputs = list(outputs)
-    declared = {os.fspath(f) for f in outputs}
-    return [f for f in outputs if not is_sidecar(f) and sidecar(f).as_posix() in declared]
-
-
-def refusal(problems: Sequence[str], action: str) -> ForeignOutputError:
-    """One error for every problem found, saying what was not done and how to go on."""
-    return ForeignOutputError(
-        f"{action}: this workflow did not write everything in these output paths, and deletes"
-        " nothing it did not write (nothing was deleted):\n"
-        + "".join(f"  {problem}\n" for problem in problems)
-        + "Move each named file or folder out of the way (e.g. `mv PATH ~/kept/`), then run"
-        " again; a folder left half-written by a killed run can be removed."
-    )
-
-
-def check_replaceable(paths: Iterable[str | os.PathLike], action: str) -> None:
-    """Raise `ForeignOutputError` naming every path in `paths` that must not be replaced."""
-    problems = [p for p in dict.fromkeys(map(replace_problem, paths)) if p]
-    if problems:
-        raise refusal(problems, action)
-
-
-def foreign_outputs(
-    roots: Iterable[str | os.PathLike], patterns: Sequence[re.Pattern[str]]
-) -> list[str]:
-    """Every existing path under `roots` that matches an output pattern of the workflow but
-    is not recorded as its output (`record_problem`). A matched folder is one artifact: its
-    contents are not visited, so this reads no model file."""
-    problems = []
-    for root in sorted(set(map(os.fspath, roots))):
-        for dirpath, dirnames, filenames in os.walk(root):
-            for name in filenames:
-                rel = Path(dirpath, name).as_posix()
-                if not is_sidecar(rel) and any(p.match(rel) for p in patterns):
-                    problems.append(record_problem(rel))
-            for name in list(dirnames):
-                rel = Path(dirpath, name).as_posix()
-                if any(p.match(rel) for p in patterns):
-                    dirnames.remove(name)
-                    problems.append(record_problem(rel))
-            dirnames.sort()
-    return sorted(p for p in problems if p)

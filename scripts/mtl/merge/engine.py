@@ -12,6 +12,7 @@ from typing import Any, Literal
 import torch
 from tqdm import tqdm
 
+from mtl.hashing import hash_file
 from mtl.io import atomic_dir, atomic_file, write_json
 from mtl.merge.card import model_card, portable
 from mtl.merge.checkpoints import Inputs, block_shape, open_inputs
@@ -27,19 +28,8 @@ from mtl.merge.inputs import Scratch
 from mtl.merge.mergekit import mergekit_yaml
 from mtl.merge.methods import Method, method_named
 from mtl.merge.options import EngineOptions, MergeError
-from mtl.merge.safetensors import (
-    INDEX,
-    PICKLE_SUFFIXES,
-    Checkpoint,
-    Rows,
-    Shard,
-    Spec,
-    StreamedFile,
-    Writer,
-    dtype_name,
-    plan_shards,
-)
-from mtl.provenance import hash_file
+from mtl.merge.safetensors import INDEX, PICKLE_SUFFIXES, Checkpoint, Rows, Spec, dtype_name
+from mtl.merge.shards import Shard, StreamedFile, Writer, plan_shards
 
 # Elementwise methods go through big tensors in blocks of about this many entries (1 MB in
 # float32). Every step of a block (upcast, τ, then per ω: add, cast) is one torch op, and an op
@@ -170,7 +160,7 @@ def merge_to_disk(
     Every output folder holds safetensors shards in θ_G's dtype, θ_G's small files, README.md
     (a model card naming the recipe) and, where mergekit has the method and the inputs are
     models it can read, mergekit_config.yml. Returns per output
-    {"path": str, "files": {filename: "blake3:…"}, "recipe": {...}} (mtl.provenance's hash).
+    {"path": str, "files": {filename: "blake3:…"}, "recipe": {...}} (mtl.hashing's hash).
     """
     spec = method_named(method)
     opts = EngineOptions.of(options)
