@@ -2,18 +2,22 @@
 (rule formatting) and `snakemake --lint` (at both scales: the paper config adds hub rules).
 
 Each gate is a hook of .pre-commit-config.yaml, run here through `pre-commit`, so the commands a
-contributor's commit runs and the commands CI holds are one definition."""
+contributor's commit runs and the commands CI holds are one definition. The library's shape is
+held here too: no import circle, no file over 450 lines."""
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
 from workflow import REPO, env
 
+LIBRARY = REPO / "scripts/mtl"
 HOOKS = ["ruff", "snakefmt", "snakemake-lint", "snakemake-lint-paper"]
 
 
@@ -91,8 +95,47 @@ def test_guides_speak_of_the_present():
     assert not hits, "history belongs in docs/history.md:\n" + "\n".join(hits)
 
 
+def _imports(path: Path) -> set[str]:
+    """The mtl modules a library file imports, at run time or for type checking (`from mtl
+    import x` names the module mtl.x where x is one)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mtl"):
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("mtl")}
+    return found
+
+
+def test_the_library_has_no_import_circle() -> None:
+    modules = {}
+    for path in LIBRARY.rglob("*.py"):
+        parts = path.relative_to(LIBRARY.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        modules[name] = _imports(path) - {name}
+    # A package's __init__ imports its submodules; a submodule importing its package for
+    # registration is not a circle through other modules.
+    graph = {
+        name: {m for m in deps if m in modules and not name.startswith(m + ".")}
+        for name, deps in modules.items()
+    }
+    assert {"mtl.audit", "mtl.merge.engine", "mtl.provenance"} <= graph.keys()
+    cleared: set[str] = set()  # modules from which no path leads back into a path walked
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        for dep in graph[name] - cleared:
+            assert dep not in path, f"import circle: {' → '.join((*path, dep))}"
+            visit(dep, (*path, dep))
+        cleared.add(name)
+
+    for name in graph:
+        if name not in ("mtl", "mtl.merge"):  # a package imports everything it exports
+            visit(name, (name,))
+
+
 def test_no_library_file_is_over_450_lines():
     """A longer file holds more than one job: split it by job into modules."""
-    long = {p.relative_to(REPO).as_posix(): n for p in (REPO / "scripts/mtl").rglob("*.py")
+    long = {p.relative_to(REPO).as_posix(): n for p in LIBRARY.rglob("*.py")
             if (n := len(p.read_text().splitlines())) > 450}
     assert long == {}
