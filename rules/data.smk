@@ -43,6 +43,26 @@ if TOY:
         script:
             "../scripts/world_eval.py"
 
+    rule world_dev:
+        """The skill suites' development sets, for choosing ω on data no table reports (drawn
+        after the whole world, never a test prompt)."""
+        output:
+            **{f"dev_{s}": dev_suite_path(s) for s in WORLD_SKILLS},
+            **{f"dev_{s}_prov": prov(dev_suite_path(s)) for s in WORLD_SKILLS},
+        log:
+            log_path("world_dev"),
+        benchmark:
+            bench_path("world_dev")
+        conda:
+            "../envs/data.yaml"
+        threads: 1
+        resources:
+            **family_resources("default"),
+        params:
+            world=world_params(WORLD_ORDER[-1]),
+        script:
+            "../scripts/world_dev.py"
+
     rule world_dataset:
         """One chat dataset of the toy world: the general mix or one skill."""
         output:

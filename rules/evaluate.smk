@@ -64,3 +64,34 @@ rule evaluate_merge:
         recipe=merge_params,
     script:
         "../scripts/evaluate.py"
+
+
+rule evaluate_dev:
+    """A merge's ω grid on the development sets of its skills: ω is chosen there, and the
+    tables report that point's test scores (Table 3's held-out ω)."""
+    input:
+        unpack(merge_eval_inputs),
+        suites=dev_suite_data,
+    output:
+        **artifact(
+            dev_dir("seed-{seed}/merge-{method}-{weighting}-{skillset}"), folder=True
+        ),
+    log:
+        log_path("evaluate_dev", "seed-{seed}", "{method}", "{weighting}", "{skillset}"),
+    benchmark:
+        bench_path(
+            "evaluate_dev", "seed-{seed}", "{method}", "{weighting}", "{skillset}"
+        )
+    wildcard_constraints:
+        weighting="grid",
+    conda:
+        "../envs/eval.yaml"
+    threads: res("evaluate", "threads")
+    resources:
+        **family_resources("evaluate"),
+    params:
+        **dev_eval_params(),
+        **omega_param(),
+        recipe=merge_params,
+    script:
+        "../scripts/evaluate.py"

@@ -3,8 +3,9 @@ mtl.report_items, named after it, and this program computes the item of its rule
 function over the evaluations, as CSV (a table's cells noted in the provenance record), and its
 plot where it has one.
 
-Inputs `evals` and `models` (every seed), read with mtl.results.collect. Params: `suites`,
-`skills`, `seeds`, `method` (the table method's tag), and the item's own.
+Inputs `evals`, `models` and `dev` (the development-set evaluations; every seed), read with
+mtl.results.collect. Params: `suites`, `skills`, `seeds`, `method` (the table method's tag),
+and the item's own.
 """
 
 from mtl.provenance import Step
@@ -19,7 +20,7 @@ evals = list(smk.input.evals)
 params = dict(smk.params.items())
 
 with Step.from_snakemake(smk, config_keys=list(item.config_keys)) as step:
-    results = collect(evals, list(smk.input.models))
+    results = collect(evals + list(smk.input.dev), list(smk.input.models))
     data = item.make(results, params)
     item.write(data, smk.output.artifact, step=step, evals=evals, params=params)
     if item.plot:

@@ -122,6 +122,30 @@ def test_claim4_fails_when_the_heuristic_omega_gains_little():
                                                  "coding": "fails"}
 
 
+def _dev(skill: str, by_omega: dict[str, float]) -> list[list[dict]]:
+    """The skill's grid on its development set (metric "dev/score"), the same for every seed."""
+    points = []
+    for omega, value in by_omega.items():
+        for seed in SEEDS:
+            rows = merge("ta", "grid", skill, "all", omega, seed, {skill: value})
+            points.append([{**row, "metric": "dev/" + row["metric"]} for row in rows])
+    return points
+
+
+def test_claim4_against_the_held_out_omega_is_decided_only_with_development_sets():
+    assert (claims(world())["part"] == "against held-out ω").sum() == 0
+    # Coding's development set picks ω 0.5 (test gain 75 over θ_G): the heuristic's gain of 55
+    # minus its sd of 1 reaches half of it. With a heuristic gaining only 30, it does not.
+    held = [*_dev("coding", {"0.5": 70.0, "1.0": 40.0})]
+    table = claims(world(extra=held))
+    rows = table[table["part"] == "against held-out ω"]
+    assert list(rows["scope"]) == ["coding"]
+    assert "PTM held-out ω 80.00" in rows["numbers"].iloc[0]
+    assert verdicts(table, 4, "against held-out ω") == {"coding": "holds"}
+    weak = claims(world({("heuristic", "coding"): {"skill": 35.0}}, extra=held))
+    assert verdicts(weak, 4, "against held-out ω") == {"coding": "fails"}
+
+
 def test_claim5_interference_and_science_dropping_most():
     no_drop = {("all", THREE): {"science": 60.0, "safety": 60.0, "coding": 60.0}}
     table = claims(world(no_drop))

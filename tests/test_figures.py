@@ -104,6 +104,20 @@ def test_figure3_each_method_per_skill():
     assert coding["General_sd"].tolist() == pytest.approx([1.0] * 3)
 
 
+def test_figure3_marks_each_compared_methods_heuristic_merge_of_a_skill_alone():
+    data = figure3(WORLD, compared=["ta", "ties"])
+    points = data[data["kind"] == "heuristic"]
+    # Task arithmetic merged each skill alone; TIES only safety: its other skills are left out.
+    assert sorted(points[points["method"] == "Task arithmetic"]["skill"]) == [
+        "coding", "safety", "science"]
+    assert points[points["method"] == "TIES"]["skill"].tolist() == ["safety"]
+    expected = WORLD[(WORLD["model"] == "merge-ta-heuristic-coding-all")
+                     & (WORLD["metric"] == "score") & (WORLD["suite"] == "coding")]
+    coding = points[points["skill"] == "coding"].iloc[0]
+    assert coding["Skill"] == pytest.approx(expected["value"].mean())
+    assert len(data[data["kind"] == "grid"]) == len(figure3(WORLD))
+
+
 def test_figure4_safety_grid_per_method_after_theta_g():
     data = figure4(WORLD)
     assert data.iloc[0]["method"] == "θ_G" and data.iloc[0]["seeds"] == 1
@@ -148,7 +162,8 @@ def test_table3_names_a_missing_sweep():
 def test_every_plot_writes_a_png(tmp_path):
     plots = {
         "figure1": (plot_figure1, figure1(WORLD)), "figure2": (plot_figure2, figure2(WORLD)),
-        "figure3": (plot_figure3, figure3(WORLD)), "figure4": (plot_figure4, figure4(WORLD)),
+        "figure3": (plot_figure3, figure3(WORLD, compared=["ta"])),
+        "figure4": (plot_figure4, figure4(WORLD)),
         "figure5": (plot_figure5, figure5(WORLD)),
     }
     for name, (plot, data) in plots.items():

@@ -29,7 +29,12 @@ def test_schema_is_the_registry() -> None:
     assert options <= properties.keys()
     for name in options:
         assert properties[name]["default"] == OPTIONS[name].default
-    assert set(properties) - options == {"method", "omega_grid", "omega_sizes", "resize_vocab"}
+    assert set(properties) - options == {"method", "omega_grid", "omega_sizes", "resize_vocab",
+                                         "compare"}
+    # What Table 6 compares: every method merging task vectors from θ_pre, none other.
+    comparable = properties["compare"]["oneOf"][1]["items"]["enum"]
+    assert comparable == [n for n, m in METHODS.items() if m.skills_from == "pre"]
+    assert "wise_ft" not in comparable and "nuslerp" in comparable
 
 
 def test_merge_config_fills_defaults_and_names_bad_values() -> None:
@@ -39,6 +44,7 @@ def test_merge_config_fills_defaults_and_names_bad_values() -> None:
         ({"method": "slerp"}, "'slerp' is not one of"),
         ({"density": 1.5}, "merge.density: 1.5 is greater than the maximum of 1"),
         ({"gamma2": 1}, "'gamma2' was unexpected"),
+        ({"compare": ["wise_ft"]}, "merge.compare: \\['wise_ft'\\] is not valid"),
     ]:
         with pytest.raises(MergeError, match=message):
             merge_config(bad)

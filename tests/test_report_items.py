@@ -41,8 +41,22 @@ def test_each_item_reads_what_its_table_shows():
     assert not any("safety" in e for e in table2.evals)
     figure2 = REPORT_ITEMS["figure2"].reads(PAPER_PLAN)
     assert figure2.models == ["cft-science-all", "cft-match-science-all"]
-    assert REPORT_ITEMS["table6"].params(PAPER_PLAN) == {
-        "methods": ["ta", "ties", "dare", "dareties"], "density": 0.5}
+    # Table 6 compares every method that merges task vectors from θ_pre: all skills at once
+    # where the method merges any number of skills (NuSLERP merges one), then each skill alone.
+    table6 = REPORT_ITEMS["table6"]
+    tags = table6.params(PAPER_PLAN)["methods"]
+    assert {"ta", "ties", "dare", "dareties", "tsvm", "isoc", "nuslerp"} <= set(tags)
+    assert not {"wiseft", "wiseftmatch"} & set(tags)
+    reads = table6.reads(PAPER_PLAN).evals
+    assert len(reads) == (len(tags) - 1) + 3 * len(tags)
+    assert "merge-nuslerp-heuristic-science-all+safety-all+coding-all" not in reads
+    assert "merge-nuslerp-heuristic-coding-all" in reads
+    chosen = Plan(PAPER_PLAN.sizes, "ta", 0.5, compared=("ties", "tsv_m"))
+    assert table6.params(chosen)["methods"] == ["ties", "tsvm"]
+    assert len(table6.reads(chosen).evals) == 2 + 3 * 2
+    # Table 3 also reads its method's ω grids on the development sets.
+    assert REPORT_ITEMS["table3"].reads(PAPER_PLAN).dev == [
+        "merge-ta-grid-science-all", "merge-ta-grid-safety-all", "merge-ta-grid-coding-all"]
 
 
 def test_every_item_has_its_caption():

@@ -13,7 +13,15 @@ from mtl.evaluation import Evaluator, TaskSpec
 from mtl.io import write_json
 from mtl.merge import Recipe
 from mtl.regimes import REGIMES, regime_of
-from mtl.results import COLUMNS, HEADLINE, ResultsError, collect, headline, read
+from mtl.results import (
+    COLUMNS,
+    HEADLINE,
+    ResultsError,
+    collect,
+    development,
+    headline,
+    read,
+)
 
 TOY = {suite: [TaskSpec(f"toy_{suite}", metric)] for suite, metric in
        (("general", "exact_match"), ("science", "exact_match"), ("safety", "refusal"))}
@@ -200,3 +208,19 @@ def test_bad_folders_are_named(run, tmp_path):
     write_json(tmp_path / "broken" / "training_summary.json", {"steps": "many"})
     with pytest.raises(ResultsError, match=r"broken/training_summary.json: 'steps'"):
         collect([general], [tmp_path / "broken"])
+
+
+def test_development_set_evaluations_are_rows_of_dev_metrics(run, tmp_path):
+    grid = [("omega-0.0", [0.0], suite_results(TOY, toy_values(0.5))),
+            ("omega-0.5", [0.5], suite_results(TOY, toy_values(2)))]
+    dev = write_eval(tmp_path / "evals" / "dev" / "seed-2" / "merge-ta-grid-science-all", 2, grid,
+                     recipe("task_arithmetic", ["science"], "grid", 2))
+    frame = collect([*run["evals"], dev], run["models"])
+    dev_rows = frame[frame["metric"].str.startswith("dev/")]
+    assert set(dev_rows["metric"]) == {"dev/score", "dev/exact_match", "dev/refusal"}
+    # The test sets' headline rows are untouched by the development set's.
+    assert headline(frame).equals(headline(collect(run["evals"], run["models"])))
+    back = development(frame)
+    science = back[(back["suite"] == "science") & (back["metric"] == HEADLINE)]
+    assert science.set_index("omega")["value"].to_dict() == pytest.approx({"0": 12.5, "0.5": 50.0})
+    assert (science["model"] == "merge-ta-grid-science-all").all()

@@ -43,9 +43,12 @@ def test_theta_pre_and_theta_g_are_trained_once_and_shared(plan):
     ("train_regime", "regime=rt, skillset=science-50pct"),
     ("task_vector", "skill=coding, size=all"),
     # Table 6's methods, Figure 2's WiSE-FT from CFT-match, Figure 3's linear sweep.
-    ("evaluate_merge", f"method=dareties, weighting=heuristic, skillset={ALL_SKILLS}"),
+    ("evaluate_merge", f"method=ties, weighting=heuristic, skillset={ALL_SKILLS}"),
     ("evaluate_merge", "method=wiseftmatch, weighting=grid, skillset=science-all"),
     ("evaluate_merge", "method=linear, weighting=grid, skillset=coding-all"),
+    # Table 6's merge of a skill alone; Table 3's ω grid on the development set.
+    ("evaluate_merge", "method=ties, weighting=heuristic, skillset=safety-all"),
+    ("evaluate_dev", "method=ta, weighting=grid, skillset=coding-all"),
 ])
 def test_every_seed_trains_merges_and_evaluates_its_own(plan, rule, rest):
     assert _seeds_of(plan, rule, rest) == set(TEST_SEEDS)

@@ -138,6 +138,34 @@ def _one_skill(skill: str, cft: list[float], rt: list[float], heur: list[float],
     return points
 
 
+def _dev(skill: str, grid: dict[str, list[float]]) -> list[list[dict]]:
+    """The grid's points on the development set: metric "dev/score" (mtl.results.DEV_PREFIX)."""
+    points = []
+    for omega, values in grid.items():
+        for seed, v in zip(SEEDS, values, strict=True):
+            rows = merge("ta", "grid", skill, "all", omega, seed, {skill: v}, steps=60)
+            points.append([{**row, "metric": "dev/" + row["metric"]} for row in rows])
+    return points
+
+
+def test_table3_held_out_omega_is_chosen_on_the_development_set_and_scored_on_test():
+    # On the test set ω 1.0 is best (50); on the development set ω 0.5 is (its mean 40 > 20).
+    points = [general(BASE), *_one_skill("coding", [100] * 3, [90, 95, 100], [5, 10, 15],
+                                         {"0.5": [20, 30, 40], "1.0": [50, 50, 50]})]
+    held = [*points, *_dev("coding", {"0.5": [40, 40, 40], "1.0": [10, 20, 30]})]
+    table = table3(frame(*held), skills=["coding"]).set_index("procedure")
+    assert list(table.index) == ["θ_G", "CFT", "RT", "PTM heuristic ω", "PTM held-out ω",
+                                 "PTM best ω"]
+    # The test scores at the development set's ω: mean 30, General 72 - 10 × 0.5.
+    assert table.loc["PTM held-out ω", ["omega", "Skill", "Skill_sd"]].tolist() == [
+        "0.5", 30.0, 10.0]
+    assert table.loc["PTM held-out ω", "General"] == pytest.approx(67.0)
+    assert "development set" in table.loc["PTM held-out ω", "note"]
+    assert table.loc["PTM best ω", "omega"] == "1.0"
+    # Without development-set rows the table has no held-out row.
+    assert "PTM held-out ω" not in set(table3(frame(*points), skills=["coding"])["procedure"])
+
+
 def test_table3_per_skill_procedures_changes_and_costs():
     points = [general(BASE), *_one_skill("coding", [100, 100, 100], [90, 95, 100], [5, 10, 15],
                                          {"0.5": [20, 30, 40], "1.0": [50, 50, 50]})]
@@ -212,16 +240,30 @@ def test_table5_orders_rows_and_places_each_omega_under_its_skill():
     assert table.loc["θ_G (baseline)", "source"] == "general"
 
 
-def test_table6_methods_present_beside_theta_g():
+def test_table6_every_method_on_all_skills_then_each_skill_alone():
     points = [general(BASE)]
     for tag, value in (("ta", 50), ("dare", 40), ("ties", 30)):
         points += [merge(tag, "heuristic", THREE, "all+all+all", "0.22+0.24+0.57", seed,
                          _scores(safety=value)) for seed in SEEDS]
-    table = table6(frame(*points), density=0.5).set_index("model")
-    assert table.loc["DARE", "note"] == "density 0.5" and table.loc["Task arithmetic", "note"] == ""
-    assert list(table.index) == ["θ_G (baseline)", "Task arithmetic", "TIES", "DARE"]
-    assert table.loc["TIES", ["method", "Safety", "omega_coding"]].tolist() == ["ties", 30.0,
-                                                                                0.57]
+    # Each skill alone: only two methods evaluated for safety; none for the others.
+    for tag, value in (("ties", 70), ("crumbs", 80)):
+        points += [merge(tag, "heuristic", "safety", "all", "0.24", seed,
+                         _scores(safety=value)) for seed in SEEDS]
+    table = table6(frame(*points), methods=["ta", "ties", "dare", "crumbs"], density=0.5)
+    assert list(zip(table["merge"], table["model"], strict=True)) == [
+        ("", "θ_G (baseline)"),
+        ("science + safety + coding", "Task arithmetic"), ("science + safety + coding", "TIES"),
+        ("science + safety + coding", "DARE"),
+        ("safety alone", "TIES"), ("safety alone", "Breadcrumbs")]
+    rows = table.set_index(["merge", "model"])
+    every = "science + safety + coding"
+    assert rows.loc[(every, "DARE"), "note"] == "density 0.5"
+    assert rows.loc[(every, "Task arithmetic"), "note"] == ""
+    assert rows.loc[("safety alone", "Breadcrumbs"), "note"] == "density 0.5"
+    assert rows.loc[(every, "TIES"), ["method", "Safety", "omega_coding"]].tolist() == [
+        "ties", 30.0, 0.57]
+    assert rows.loc[("safety alone", "TIES"), "Safety"] == 70.0
+    assert pd.isna(rows.loc[("safety alone", "TIES"), "omega_coding"])
     with pytest.raises(ValueError, match="no heuristic-ω merge"):
         table6(frame(general(BASE)))
 

@@ -21,7 +21,9 @@ from mtl.world import (
     REFUSAL,
     SKILLS,
     WorldSpec,
+    build_dev,
     build_world,
+    dev_overlap,
 )
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"
@@ -228,3 +230,29 @@ def test_every_evaluation_text_is_spelled_in_words_the_training_files_teach(worl
     # So the workflow's tokenizer (world_tokenizer.py builds it from every file) has no extra word.
     everything = build_tokenizer(training + evaluation)
     assert everything.get_vocab() == tokenizer.get_vocab()
+
+
+def test_development_sets_match_the_test_suites_and_never_repeat_a_test_prompt(spec, world):
+    dev = build_dev(spec, world)
+    assert sorted(dev) == [f"dev_{skill}" for skill in sorted(SKILLS)]
+    test = {p for name in eval_names(world) for p in prompts(world[name])}
+    for name, rows in dev.items():
+        skill = name.removeprefix("dev_")
+        assert len(rows) == len(world[f"eval_{skill}"]), name
+        assert len(prompts(rows)) == len(rows), f"{name}: a repeated prompt"
+        assert not prompts(rows) & test, f"{name}: a test prompt"
+        assert {row["family"] for row in rows} == {row["family"] for row in world[f"eval_{skill}"]}
+        assert all(row["answer"] == row["messages"][1]["content"] for row in rows)
+    # Drawn from a stream of their own: the same again, and the world itself unchanged.
+    assert build_dev(spec, world) == dev
+    assert build_world(spec) == world
+
+
+def test_development_overlap_with_training_is_counted(spec, world):
+    dev = build_dev(spec, world)
+    overlap = dev_overlap(world, dev)
+    trained = {p for part in ("general", *SKILLS) for p in prompts(world[part])}
+    for name, rows in dev.items():
+        assert overlap[name] == len(prompts(rows) & trained), name
+    # Science's prompt space (passages of entities) is far larger than its data: no overlap.
+    assert overlap["dev_science"] == 0

@@ -25,6 +25,11 @@ WORLD_ORDER = ["eval", "general", *WORLD_SKILLS]
 WORLD_COUNT_KEYS = {"eval": ["eval_examples"], "general": ["general_examples"]}
 
 
+def dev_suite_path(skill):
+    """A skill suite's development set (the toy world's; rule world_dev)."""
+    return f"results/world/dev/{skill}.jsonl"
+
+
 def world_params(artifact):
     """The world keys that change `artifact` (corpus, eval, general, a skill, tokenizer)."""
     world = config["world"]

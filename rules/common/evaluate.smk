@@ -49,6 +49,28 @@ def suite_data():
     return [f"results/world/eval/{suite}.jsonl" for suite in SUITES] if TOY else []
 
 
+# Table 3's held-out ω is chosen on development sets: the toy world draws one per skill suite;
+# no paper benchmark's development split is wired in, so there the tables leave that row out.
+DEV_SPLIT = TOY
+
+
+def dev_dir(eval_id):
+    """An evaluation on the development sets, named as its test-set evaluation."""
+    return f"results/evals/dev/{eval_id}"
+
+
+def dev_eval_params():
+    """A merge's evaluation params on the development sets of the skills it merges."""
+    return {
+        **eval_params(seed=wildcard_seed),
+        "suites": lambda wc: [skill for skill, _ in parse_skillset(wc.skillset)],
+    }
+
+
+def dev_suite_data(wildcards):
+    return [dev_suite_path(skill) for skill, _ in parse_skillset(wildcards.skillset)]
+
+
 def paper_eval_inputs():
     """Judges and benchmark files of the paper tasks, as inputs of evaluation jobs."""
     if TOY:

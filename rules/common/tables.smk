@@ -1,6 +1,7 @@
 """Input and params helpers of rules/tables.smk: the report items (mtl.report_items) under this
 config."""
 
+from mtl.merge.recipe import compared_methods
 from mtl.report_items import REPORT_ITEMS, Plan, available
 
 # What every item's inputs and params derive from.
@@ -8,6 +9,7 @@ PLAN = Plan(
     sizes={skill: config["data"]["skills"][skill]["sizes"] for skill in SKILLS},
     method=TABLE_METHOD,
     density=config["merge"]["density"],
+    compared=compared_methods(config["merge"]),
 )
 # The tables and figures this config can make: Table 2 and Figure 2 need science, Figures 4
 # and 5 safety (the paper's skills); the rest any skills.
@@ -15,14 +17,19 @@ REPORTS = [item.name for item in available(SKILLS)]
 
 
 def report_inputs(name):
-    """θ_G's evaluation and model (shared by the seeds), and the item's evaluations and trained
-    models under every seed."""
+    """θ_G's evaluation and model (shared by the seeds), and the item's evaluations, trained
+    models and development-set evaluations under every seed."""
     reads = REPORT_ITEMS[name].reads(PLAN)
     return {
         "evals": [eval_dir("general")]
         + [eval_dir(seeded(seed, i)) for seed in SEEDS for i in reads.evals],
         "models": [THETA_G]
         + [model_dir(seeded(seed, i)) for seed in SEEDS for i in reads.models],
+        "dev": (
+            [dev_dir(seeded(seed, i)) for seed in SEEDS for i in reads.dev]
+            if DEV_SPLIT
+            else []
+        ),
     }
 
 
@@ -52,6 +59,6 @@ def all_results_inputs(wildcards):
     evals, models = {}, {}
     for name in REPORTS:
         inputs = report_inputs(name)
-        evals.update(dict.fromkeys(inputs["evals"]))
+        evals.update(dict.fromkeys(inputs["evals"] + inputs["dev"]))
         models.update(dict.fromkeys(inputs["models"]))
     return {"evals": list(evals), "models": list(models)}

@@ -16,6 +16,7 @@ from mtl.tables import (
     SUITE_COLUMN,
     baseline,
     omega_value,
+    pick,
     results_table,
 )
 
@@ -94,9 +95,12 @@ def figure2(frame: pd.DataFrame, skills: Sequence[str] = ("science",),
 
 
 def figure3(frame: pd.DataFrame, skills: Sequence[str] = SKILLS,
-            methods: Sequence[str] = FIGURE3_METHODS) -> pd.DataFrame:
-    """Per skill, each PTM method (task arithmetic, linear, WiSE-FT) along the ω grid: General
-    and the skill's score per point (a method not evaluated for a skill is an error)."""
+            methods: Sequence[str] = FIGURE3_METHODS,
+            compared: Sequence[str] = ()) -> pd.DataFrame:
+    """Per skill, each PTM method (task arithmetic, linear, WiSE-FT) along the ω grid (`kind`
+    "grid"), and each `compared` method's merge of the skill alone at the heuristic ω (`kind`
+    "heuristic"): General and the skill's score per point. A sweep not evaluated is an error; a
+    compared method not evaluated for a skill is left out."""
     agg = results_table(frame)
     parts = []
     for skill in skills:
@@ -105,12 +109,22 @@ def figure3(frame: pd.DataFrame, skills: Sequence[str] = SKILLS,
             sweep = _sweep(agg, tag, skill)
             if sweep.empty:
                 raise ValueError(f"results frame: no grid merge by {tag!r} for {skill}")
-            parts.append(pd.DataFrame({
-                "skill": skill, "method": METHOD_LABEL.get(tag, tag), "size": sweep["size"],
-                "omega": sweep["omega"], "General": sweep["General"],
-                "General_sd": sweep["General_sd"], "Skill": sweep[column],
-                "Skill_sd": sweep[f"{column}_sd"], "seeds": sweep["seeds"]}))
+            parts.append(_figure3_rows(sweep, skill, tag, "grid", column))
+        for tag in compared:
+            point = pick(agg, regime="merge", skills=skill, method=tag, weighting="heuristic")
+            if not point.empty:
+                point = point.assign(omega=[omega_value(r) for _, r in point.iterrows()])
+                parts.append(_figure3_rows(point, skill, tag, "heuristic", column))
     return pd.concat(parts, ignore_index=True).round(4)
+
+
+def _figure3_rows(points: pd.DataFrame, skill: str, tag: str, kind: str,
+                  column: str) -> pd.DataFrame:
+    return pd.DataFrame({
+        "skill": skill, "kind": kind, "method": METHOD_LABEL.get(tag, tag),
+        "size": points["size"], "omega": points["omega"], "General": points["General"],
+        "General_sd": points["General_sd"], "Skill": points[column],
+        "Skill_sd": points[f"{column}_sd"], "seeds": points["seeds"]})
 
 
 def table2_points(frame: pd.DataFrame, skill: str = "science",
@@ -281,21 +295,36 @@ COLORS = ["tab:orange", "tab:purple", "tab:green", "tab:red", "tab:brown", "tab:
 
 
 def plot_figure3(data: pd.DataFrame, path) -> None:
-    """Per skill, General (x) against the skill score (y) along ω for each method."""
+    """Per skill, General (x) against the skill score (y): the ω sweeps as lines, every
+    compared method's heuristic-ω merge as a marker, one legend for all panels."""
     skills = list(dict.fromkeys(data["skill"]))
-    fig, axes = _panel_row(len(skills), 3.8)
+    fig, axes = _panel_row(len(skills), 4.6)
+    import matplotlib
+
+    sweeps = data[data["kind"] == "grid"]
+    points = data[data["kind"] == "heuristic"]
+    palette = matplotlib.colormaps["tab20"]
+    point_style = {method: (palette(i % 20), "osD^v<>ph*"[i % 10])
+                   for i, method in enumerate(dict.fromkeys(points["method"]))}
     for ax, skill in zip(axes, skills, strict=True):
-        part = data[data["skill"] == skill]
+        part = sweeps[sweeps["skill"] == skill]
         for color, method in zip(COLORS, dict.fromkeys(part["method"]), strict=False):
             line = part[part["method"] == method]
             _tradeoff(ax, line["General"], line["Skill"], line["General_sd"], line["Skill_sd"],
-                      color, method)
+                      color, f"{method} (ω grid)")
+        for method, point in points[points["skill"] == skill].groupby("method", sort=False):
+            color, marker = point_style[method]
+            ax.errorbar(point["General"], point["Skill"], xerr=point["General_sd"].fillna(0),
+                        yerr=point["Skill_sd"].fillna(0), color=color, marker=marker, ms=6,
+                        capsize=2, ls="none", label=f"{method} (heuristic ω)")
         ax.set_title(skill)
         ax.set_xlim(-3, 103)
         _percent_axes(ax, "General (%)")
-        ax.legend(fontsize=7, loc="lower left")
-    axes[0].set_ylabel("skill score (%) along ω, mean ± sd over seeds")
-    _save_png(fig, path)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=5, frameon=False)
+    axes[0].set_ylabel("skill score (%), mean ± sd over seeds")
+    rows = -(-len(labels) // 5)
+    _save_png(fig, path, rect=(0, 0.045 * rows + 0.02, 1, 1))
 
 
 def plot_figure4(data: pd.DataFrame, path) -> None:

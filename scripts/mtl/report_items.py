@@ -22,6 +22,7 @@ import pandas as pd
 from mtl import figures, tables
 from mtl.io import write_csv
 from mtl.merge import METHODS
+from mtl.merge.recipe import COMPARABLE
 from mtl.provenance import Step
 from mtl.targets import Pair, merge_id, skillset_id, trained_ids
 
@@ -32,11 +33,13 @@ Params = Mapping[str, Any]  # the rule's params: suites, skills, seeds, method, 
 class Plan:
     """What the items' inputs and params derive from: the config's skills in paper order, each
     with its data sizes (the first is the size every item but Table 2 uses), the table method's
-    tag (the config's merge method) and DARE's density."""
+    tag (the config's merge method), DARE's density and the methods the comparison shows."""
 
     sizes: Mapping[str, Sequence[str]]
     method: str
     density: float
+    # The methods Table 6 and Figure 3 compare, by registry name (mtl.merge.compared_methods).
+    compared: Sequence[str] = COMPARABLE
 
     def pairs(self, skills: Iterable[str] | None = None) -> list[Pair]:
         """(skill, first size) of every skill, or of those of `skills` the config has."""
@@ -51,6 +54,9 @@ class Reads:
 
     evals: list[str]
     models: list[str] = field(default_factory=list)
+    # Evaluations also read on the development sets (where the config has them): Table 3's
+    # held-out ω is chosen there.
+    dev: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -130,12 +136,24 @@ def _omega_cells(table: pd.DataFrame, step: Step, evals: list[str], params: Para
 # ---- the items ---------------------------------------------------------------------------------
 
 TABLE2_SKILL = "science"  # the paper's Table 2 sweeps science's data size
-TABLE6_METHODS = ("task_arithmetic", "ties", "dare", "dare_ties")
 # Figure 2 (the paper's is science): WiSE-FT from θ_CFT on D against θ_CFT on D + as much G.
 FIGURE2_SKILLS = ("science",)
 FIGURE2_METHODS = ("wise_ft", "wise_ft_match")
 # Figures 3 and 4: the three PTM-style methods along ω (figure 4: safety, General vs ExRef).
 SWEEP_METHODS = ("task_arithmetic", "linear", "wise_ft")
+
+
+def _alone(plan: Plan) -> list[str]:
+    """Each compared method's merge of each skill alone at the heuristic ω."""
+    return [merge_id(tag(name), "heuristic", [pair])
+            for pair in plan.pairs() for name in plan.compared]
+
+
+def _comparison(plan: Plan) -> list[str]:
+    """Each compared method's merge at the heuristic ω: all skills (methods of any number of
+    skills), then each skill alone."""
+    return [merge_id(tag(name), "heuristic", plan.pairs()) for name in plan.compared
+            if METHODS[name].n_skills is None] + _alone(plan)
 
 
 def _table2_reads(plan: Plan) -> Reads:
@@ -147,7 +165,8 @@ def _table2_reads(plan: Plan) -> Reads:
 
 def _table3_reads(plan: Plan) -> Reads:
     trained = trained_ids(["cft", "rt"], plan.pairs())
-    return Reads(trained + _both_weightings(plan.method, plan.pairs()), trained + _ptm(plan))
+    return Reads(trained + _both_weightings(plan.method, plan.pairs()), trained + _ptm(plan),
+                 dev=[merge_id(plan.method, "grid", [pair]) for pair in plan.pairs()])
 
 
 def _table5_reads(plan: Plan) -> Reads:
@@ -220,13 +239,12 @@ _ITEMS = [
     ),
     ReportItem(
         "table6",
-        reads=lambda plan: Reads(
-            [merge_id(tag(name), "heuristic", plan.pairs()) for name in TABLE6_METHODS],
-            _ptm(plan)),
+        reads=lambda plan: Reads(_comparison(plan), _ptm(plan)),
         make=lambda results, p: tables.table6(results, p["skills"], methods=p["methods"],
                                               density=p.get("density")),
-        params=lambda plan: {"methods": [tag(name) for name in TABLE6_METHODS],
+        params=lambda plan: {"methods": [tag(name) for name in plan.compared],
                              "density": plan.density},
+        cells=("merge", "model"),
     ),
     ReportItem(
         "figure1",
@@ -250,10 +268,12 @@ _ITEMS = [
     ),
     ReportItem(
         "figure3",
-        reads=lambda plan: Reads(_grids(SWEEP_METHODS, plan.pairs())),
-        make=lambda results, p: figures.figure3(results, p["skills"], p["methods"]),
+        reads=lambda plan: Reads(_grids(SWEEP_METHODS, plan.pairs()) + _alone(plan)),
+        make=lambda results, p: figures.figure3(results, p["skills"], p["methods"],
+                                                p["compared"]),
         plot=_figure(figures.plot_figure3),
-        params=_sweep_params,
+        params=lambda plan: {**_sweep_params(plan),
+                             "compared": [tag(name) for name in plan.compared]},
         config_keys=("seeds", "merge"),
         cells=None,
     ),

@@ -47,6 +47,11 @@ COLUMNS = [
 TEXT = ["model", "regime", "method", "weighting", "skills", "size", "omega", "suite", "metric"]
 INTEGERS = ["seed", "steps", "n"]
 HEADLINE = "score"
+# Evaluations on the development sets sit in a `dev` folder above their seed folder
+# (results/evals/dev/seed-<N>/<id>); their rows' metrics carry this prefix ("dev/score"), so
+# everything that reads the test sets' headline rows leaves them out.
+DEV = "dev"
+DEV_PREFIX = f"{DEV}/"
 SHARED = ("pretrained", "general")
 
 
@@ -208,6 +213,7 @@ def _eval_rows(
             raise ResultsError(f"{folder / 'summary.json'}: no 'seed' recorded")
         seed = recorded
     order = _paper_order(info["pairs"])
+    prefix = DEV_PREFIX if folder.parent.parent.name == DEV else ""
     base = {
         "model": model,
         "seed": seed,
@@ -229,7 +235,7 @@ def _eval_rows(
         omega = _omega_text(point.get("omega"), order)
         for suite in point.get("scores", {}):
             for row in _suite_rows(where / f"{suite}.json", suite):
-                rows.append({**base, "omega": omega, **row})
+                rows.append({**base, "omega": omega, **row, "metric": prefix + row["metric"]})
     return rows
 
 
@@ -263,6 +269,13 @@ def read(path: str | Path) -> pd.DataFrame:
     if missing:
         raise ResultsError(f"{path}: missing column(s) {', '.join(missing)}")
     return typed(frame)
+
+
+def development(frame: pd.DataFrame) -> pd.DataFrame:
+    """The development sets' rows, their metrics named as the test sets' ("dev/score" as
+    "score"): a frame the tables read as they read the test sets'."""
+    rows = frame[frame["metric"].str.startswith(DEV_PREFIX)]
+    return rows.assign(metric=rows["metric"].str.removeprefix(DEV_PREFIX)).reset_index(drop=True)
 
 
 def headline(frame: pd.DataFrame) -> pd.DataFrame:

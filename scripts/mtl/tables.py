@@ -9,9 +9,11 @@ seed), so its rows always average one seed.
 
 "Best" rows are chosen as the paper chose them: the highest skill score. Here that is the highest
 *mean over seeds* (never a per-seed best, which would favour noise), on the evaluation sets
-themselves, so a best row is an upper bound on what tuning gives, not a held-out estimate. Ties
-(equal means to 1e-6) go to the cheaper row: fewer training steps, then the smaller ω, then the
-smaller size name, then the model id, so the choice never depends on row order.
+themselves, so a best row is an upper bound on what tuning gives, not a held-out estimate. A
+"held-out" row is chosen the same way on the development sets (metrics "dev/…",
+mtl.results.development) and reports that point's test scores. Ties (equal means to 1e-6) go to
+the cheaper row: fewer training steps, then the smaller ω, then the smaller size name, then the
+model id, so the choice never depends on row order.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import pandas as pd
 
 from mtl.io import write_csv
 from mtl.merge import METHODS
+from mtl.results import development
 from mtl.suites import SKILLS, SUITES
 
 if TYPE_CHECKING:
@@ -172,6 +175,15 @@ def best_of(agg: pd.DataFrame, column: str, **kind: str) -> pd.Series:
     return best(candidates, column)
 
 
+def held_out_of(points: pd.DataFrame, dev: pd.DataFrame, column: str, **kind: str) -> pd.Series:
+    """The point of `points` (test scores) at the size and ω whose mean `column` on the
+    development sets (`dev`, aggregated as `points`) is highest among the points of one kind."""
+    chosen = best_of(dev, column, **kind)
+    found = pick(points, **kind)
+    found = found[(found["size"] == chosen["size"]) & (found["omega"] == chosen["omega"])]
+    return _only(found, f"test point of {chosen['model']} at ω {chosen['omega']}")
+
+
 def baseline(agg: pd.DataFrame) -> pd.Series:
     rows = agg[agg["regime"] == "general"]
     if len(rows) != 1:
@@ -232,12 +244,15 @@ def _change(values: pd.Series, base: float) -> pd.Series:
 
 def table3(frame: pd.DataFrame, skills: Iterable[str] = SKILLS,
            method: str = PTM_METHOD) -> pd.DataFrame:
-    """Table 3: per skill, θ_G, best CFT, best RT, PTM at ω = |D|/|G| and PTM at its best grid ω,
-    against θ_G: General, Skill and ExRef, their percent change from θ_G (computed per seed, then
-    averaged), and training steps (the paper's cost)."""
+    """Table 3: per skill, θ_G, best CFT, best RT, PTM at ω = |D|/|G|, PTM at the ω chosen on the
+    development sets (where the frame has them) and PTM at its best grid ω, against θ_G: General,
+    Skill and ExRef, their percent change from θ_G (computed per seed, then averaged), and
+    training steps (the paper's cost)."""
     wide = per_seed(frame)
     agg = aggregate(wide)
     base = baseline(agg)
+    dev_rows = development(frame)
+    dev = results_table(dev_rows) if not dev_rows.empty else agg.iloc[:0]
     rows = []
     for skill in skills:
         column = SUITE_COLUMN[skill]
@@ -264,6 +279,12 @@ def table3(frame: pd.DataFrame, skills: Iterable[str] = SKILLS,
                                    method=method, weighting="grid"),
              BEST_RULE.format(column=column, over=" over sizes and the ω grid")),
         ]
+        grid = {"regime": "merge", "skills": skill, "method": method, "weighting": "grid"}
+        if not pick(dev, **grid).empty:
+            chosen.insert(4, ("PTM held-out ω", held_out_of(points, dev, column, **grid),
+                              BEST_RULE.format(column=column + " on the development set",
+                                               over=" over sizes and the ω grid")
+                              + "; test scores at that ω"))
         for procedure, point, note in chosen:
             row = _table_row(procedure, point, [*scores, "General_change_pct",
                                                 "Skill_change_pct"], note)
@@ -332,27 +353,37 @@ def table5(frame: pd.DataFrame, skills: Sequence[str] = SKILLS,
     return _frame(rows)
 
 
+def merge_scope(skills: str) -> str:
+    """How a merge's skills read in a table: "all skills" or "<skill> alone"."""
+    parts = skills.split("+")
+    return f"{parts[0]} alone" if len(parts) == 1 else " + ".join(parts)
+
+
 def table6(frame: pd.DataFrame, skills: Sequence[str] = SKILLS,
            methods: Sequence[str] = ("ta", "ties", "dare", "dareties"),
            density: float | None = None) -> pd.DataFrame:
-    """Table 6: the merge of every skill at the heuristic ω by each method (task arithmetic,
-    TIES, DARE, DARE-TIES), beside θ_G. Methods not evaluated are left out; none is an error.
-    `density` (the share of each task vector TIES and DARE keep) goes into their notes."""
+    """Table 6: each method's merge at the heuristic ω beside θ_G — every skill at once, then
+    each skill alone (`merge`), methods in the order given. A method not evaluated for a merge is
+    left out; none at all is an error. `density` (the share of each task vector the sparsifying
+    methods keep) goes into the notes of the methods that read it."""
     agg = results_table(frame)
     columns = _suite_columns(agg)
-    joined = "+".join(skills)
-    rows = [_table_row(BASELINE, baseline(agg), columns, method="")]
-    for tag in methods:
-        found = pick(agg, regime="merge", skills=joined, method=tag, weighting="heuristic")
-        if not found.empty:
+    density_tags = {m.tag for m in METHODS.values() if "density" in m.options}
+    rows = [_table_row(BASELINE, baseline(agg), columns, merge="", method="")]
+    merges = ["+".join(skills), *skills] if len(skills) > 1 else list(skills)
+    for joined in merges:
+        for tag in methods:
+            found = pick(agg, regime="merge", skills=joined, method=tag, weighting="heuristic")
+            if found.empty:
+                continue
             point = _only(found, f"{tag} merge of {joined}")
-            note = "" if density is None or tag in ("ta", "linear", "wiseft") else (
-                f"density {density:g}")
-            row = _table_row(METHOD_LABEL.get(tag, tag), point, columns, note, method=tag)
+            note = f"density {density:g}" if density is not None and tag in density_tags else ""
+            row = _table_row(METHOD_LABEL.get(tag, tag), point, columns, note,
+                             merge=merge_scope(joined), method=tag)
             _omega_columns(row, point, skills)
             rows.append(row)
     if len(rows) == 1:
-        raise ValueError(f"results frame: no heuristic-ω merge of {joined} by any of {methods}")
+        raise ValueError(f"results frame: no heuristic-ω merge of {merges} by any of {methods}")
     return _frame(rows)
 
 

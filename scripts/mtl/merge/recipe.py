@@ -50,6 +50,17 @@ def heuristic_omegas(skill_data: Sequence[str | Path], general_data: str | Path)
 _OMEGA_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
+# The methods Table 6 and Figure 3 may compare (`merge.compare`): those that merge task vectors
+# of models finetuned from θ_pre, the paper's PTM setting.
+COMPARABLE: tuple[str, ...] = tuple(name for name, m in METHODS.items() if m.skills_from == "pre")
+
+
+def compared_methods(merge: Mapping[str, Any]) -> tuple[str, ...]:
+    """The methods of config section `merge`'s `compare`: every comparable one for "all"."""
+    compare = merge.get("compare", "all")
+    return COMPARABLE if compare == "all" else tuple(compare)
+
+
 def merge_schema() -> dict[str, Any]:
     """The JSON schema of the config's `merge` section, from the method registry: the method
     names, and one key per method option with its type, default and range."""
@@ -72,6 +83,15 @@ def merge_schema() -> dict[str, Any]:
             "resize_vocab": {"enum": list(_RESIZE), "default": "refuse"},
             # How the heuristic ω counts |D| and |G| (mtl.omega); no method option.
             "omega_sizes": {"enum": ["data", "paper"], "default": "data"},
+            # What Table 6 and Figure 3 compare; no method option either.
+            "compare": {
+                "oneOf": [
+                    {"const": "all"},
+                    {"type": "array", "items": {"enum": list(COMPARABLE)}, "minItems": 1,
+                     "uniqueItems": True},
+                ],
+                "default": "all",
+            },
         },
     }
 
