@@ -222,6 +222,10 @@ def run_driver(base: Path, work: Path, kill_after_checkpoint: bool = False) -> s
     return None
 
 
+# Three two-process runs each (a torchrun and two workers importing torch apiece): half a minute
+# on an idle 2-core machine, so they run with the slow tests (`pytest -ra`, CI); the fast tests
+# keep the two-process run above and the one-process kill and stop tests (test_training.py).
+@pytest.mark.slow
 def test_two_process_run_killed_after_a_checkpoint_resumes_to_the_same_weights(base, tmp_path):
     reference = run_driver(base, tmp_path / "a")
     assert reference.split()[1] == "0"
@@ -235,6 +239,7 @@ def test_two_process_run_killed_after_a_checkpoint_resumes_to_the_same_weights(b
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ"
 
 
+@pytest.mark.slow
 def test_two_process_run_stopped_by_a_signal_saves_and_resumes_to_the_same_weights(base,
                                                                                 tmp_path):
     """SLURM's warning signal (SIGUSR1) reaches the job's processes: the workers save after the

@@ -88,40 +88,48 @@ DRIVER = textwrap.dedent("""
 """)
 
 
-def run_driver(tmp_path, resume_dir, out, kill_after_checkpoint=False):
+def start_driver(tmp_path, resume_dir, out) -> subprocess.Popen:
+    """The toy training run in a process of its own, on one thread."""
     script = tmp_path / "driver.py"
     script.write_text(DRIVER.format(src=str(Path(__file__).parents[1] / "scripts")))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, str(script), str(resume_dir), str(out)],
+    return subprocess.Popen([sys.executable, str(script), str(resume_dir), str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env=env)
-    if kill_after_checkpoint:
-        checkpoint = resume_dir / "latest.json"
-        deadline = time.time() + 120
-        while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.01)
-        # Let it run past the checkpoint a little, to a step that is not a checkpoint.
-        time.sleep(0.3)
-        assert proc.poll() is None, "training finished before it could be killed"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        return None
+
+
+def finish(proc: subprocess.Popen) -> str:
     stdout, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0
     return stdout
 
 
+def kill_after_checkpoint(proc: subprocess.Popen, resume_dir: Path) -> None:
+    checkpoint = resume_dir / "latest.json"
+    deadline = time.time() + 120
+    while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    # Let it run past the checkpoint a little, to a step that is not a checkpoint.
+    time.sleep(0.3)
+    assert proc.poll() is None, "training finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 def test_sigkill_mid_run_resumes_to_identical_weights(tmp_path):
     from safetensors.torch import load_file
 
+    # The uninterrupted reference runs beside the run that is killed (one thread each).
     reference = tmp_path / "reference.safetensors"
-    run_driver(tmp_path, tmp_path / "resume-a", reference)
+    uninterrupted = start_driver(tmp_path, tmp_path / "resume-a", reference)
 
     resumed = tmp_path / "resumed.safetensors"
-    run_driver(tmp_path, tmp_path / "resume-b", resumed, kill_after_checkpoint=True)
+    kill_after_checkpoint(start_driver(tmp_path, tmp_path / "resume-b", resumed),
+                          tmp_path / "resume-b")
     assert not resumed.exists()
-    stdout = run_driver(tmp_path, tmp_path / "resume-b", resumed)
+    stdout = finish(start_driver(tmp_path, tmp_path / "resume-b", resumed))
     assert int(stdout.split()[-1]) > 0, "the rerun did not resume from a checkpoint"
+    finish(uninterrupted)
 
     a, b = load_file(reference), load_file(resumed)
     assert a.keys() == b.keys()
@@ -140,10 +148,12 @@ def test_sigterm_saves_and_the_rerun_resumes_to_identical_weights(tmp_path):
                                "logging.basicConfig(level=logging.INFO)"))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
-    def run(resume: Path, out: Path, stop_with: int | None = None) -> subprocess.CompletedProcess:
-        proc = subprocess.Popen([sys.executable, str(script), str(resume), str(out)],
+    def start(resume: Path, out: Path) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, str(script), str(resume), str(out)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=env)
+
+    def run(proc: subprocess.Popen, stop_with: int | None = None) -> subprocess.CompletedProcess:
         if stop_with is not None:
             for line in proc.stderr:  # the loop logs every 25 of its 500 steps
                 if " loss " in line:
@@ -152,14 +162,16 @@ def test_sigterm_saves_and_the_rerun_resumes_to_identical_weights(tmp_path):
         stdout, stderr = proc.communicate(timeout=600)
         return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
+    # The uninterrupted reference runs beside the run that is stopped (one thread each).
     reference = tmp_path / "reference.safetensors"
-    assert run(tmp_path / "resume-a", reference).returncode == 0
+    uninterrupted = start(tmp_path / "resume-a", reference)
     resumed = tmp_path / "resumed.safetensors"
-    stopped = run(tmp_path / "resume-b", resumed, stop_with=signal.SIGTERM)
+    stopped = run(start(tmp_path / "resume-b", resumed), stop_with=signal.SIGTERM)
+    assert run(uninterrupted).returncode == 0
     assert stopped.returncode != 0 and "Preempted: stopped on request" in stopped.stderr
     saved = json.loads((tmp_path / "resume-b" / "latest.json").read_text())["step"]
     assert 0 < saved < 500 and not resumed.exists()
-    again = run(tmp_path / "resume-b", resumed)
+    again = run(start(tmp_path / "resume-b", resumed))
     assert again.returncode == 0 and int(again.stdout.split()[-1]) == saved
     a, b = load_file(reference), load_file(resumed)
     assert a.keys() == b.keys()
