@@ -18,7 +18,8 @@ validate(config, "config/schema.yaml")
 
 
 # The HTML report (docs/tables.md, "The HTML report"): this text on its first page, each reported file captioned
-# by report/<item>.rst (rules/common.smk, `reported`).
+# by report/item.rst with its entry's text (mtl.report_items) or by report/<item>.rst
+# (rules/common.smk, `reported`).
 report: "report/workflow.rst"
 
 

@@ -124,12 +124,12 @@ def prov(path):
     return f"{Path(path)}.prov.json"
 
 
-def reported(path, item):
-    """`path` flagged for the HTML report (`snakemake --report`), captioned by
-    report/<item>.rst and filed by paper item: table<N> under Tables, figure<N> under Figures,
-    anything else under Summary; so a table's CSV sits beside its plot, a figure's plot beside
-    its data."""
-    caption = Path(workflow.basedir) / "report" / f"{item}.rst"
+def reported(path, item, caption=None):
+    """`path` flagged for the HTML report (`snakemake --report`), captioned by `caption` (by
+    default report/<item>.rst) and filed by paper item: table<N> under Tables, figure<N> under
+    Figures, anything else under Summary; so a table's CSV sits beside its plot, a figure's plot
+    beside its data."""
+    caption = caption or Path(workflow.basedir) / "report" / f"{item}.rst"
     if not caption.is_file():
         raise ValueError(
             f"report: output {path} names item {item!r}, but {caption} is missing"
@@ -145,13 +145,14 @@ def reported(path, item):
     )
 
 
-def artifact(path, folder=False, report_as=None):
+def artifact(path, folder=False, report_as=None, caption=None):
     """A declared output and its provenance record, as named outputs; with `report_as` (a
-    report item, see `reported`), the output is in the HTML report, its record is not.
+    report item, see `reported`, and its `caption`), the output is in the HTML report, its
+    record is not.
     """
     declared = directory(path) if folder else path
     if report_as:
-        declared = reported(declared, report_as)
+        declared = reported(declared, report_as, caption)
     return {"artifact": declared, "prov": prov(path)}
 
 

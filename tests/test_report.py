@@ -25,13 +25,15 @@ import pytest
 import yaml
 from PIL import Image
 from snakemake.utils import validate
-from workflow import REPO, TEST_CONFIG, snakemake
+from workflow import REPO, TEST_CONFIG, embedded_results, snakemake
 
 from mtl.merge.config import merge_config
 from mtl.report_items import REPORT_ITEMS
 
 CAPTIONS = REPO / "report"
-# The report's tables, figures and files (docs/tables.md): each has its caption, report/<item>.rst.
+# The report's tables, figures and files (docs/tables.md): a table's or figure's caption is
+# report/item.rst with the text of its entry in mtl.report_items; another file's is
+# report/<item>.rst.
 ITEMS = [*REPORT_ITEMS, "all_results", "claims"]
 CHECK_SCRIPT = Path(__file__).with_name("report_check.js")
 CHECK_MARK = '<pre id="mtl-report-check">'
@@ -39,6 +41,19 @@ CHECK_MARK = '<pre id="mtl-report-check">'
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--window-size=1600,1000"]
+
+
+def caption_template(item: str) -> str:
+    """The caption Snakemake renders for `item` (rules/common/tables.smk, `item_caption`)."""
+    if item in REPORT_ITEMS:
+        return REPORT_ITEMS[item].caption_template((CAPTIONS / "item.rst").read_text())
+    return (CAPTIONS / f"{item}.rst").read_text()
+
+
+def title(item: str) -> str:
+    """How a table's or figure's caption names it: table5 -> "Table 5"."""
+    kind, number = re.fullmatch(r"(table|figure)(\d+)", item).groups()
+    return f"{kind.title()} {number}"
 
 
 def chromium() -> str:
@@ -99,17 +114,26 @@ def test_every_caption_renders_with_the_config_it_describes(item, config, tmp_pa
     artifact = tmp_path / f"{item}.csv"
     artifact.write_text("model,General,General_sd,seeds\nθ_G,72.0,,3\nPTM,70.0,1.5,3\n")
     cfg = _config(*config)
-    body = _render_caption((CAPTIONS / f"{item}.rst").read_text(), cfg, artifact)
+    body = _render_caption(caption_template(item), cfg, artifact)
     text = html.unescape(re.sub(r"<[^>]+>", "", body))
     assert "some_rule" in text and "results/evals/ptm-science-all" in text
     assert f"mtl-audit {artifact}" in text
     assert cfg["merge"]["method"] in text
-    if ".. csv-table::" in (CAPTIONS / f"{item}.rst").read_text():
-        assert body.count("<tr>") == 3, body  # the header and both rows of the CSV
+    if item in REPORT_ITEMS:
+        entry = REPORT_ITEMS[item]
+        assert text.startswith(f"{title(item)}:"), text[:200]  # the entry's own text first
+        assert ("records for their optimizer steps" in text) == entry.caption.steps
+        shows_table = entry.cells is not None  # a table; a figure's data is a download
+    else:
+        shows_table = ".. csv-table::" in caption_template(item)
+    # The header and both rows of the CSV, or no table.
+    assert body.count("<tr>") == (3 if shows_table else 0), body
 
 
-def test_every_captioned_item_is_one_contract_item():
-    assert sorted(p.stem for p in CAPTIONS.glob("*.rst")) == sorted([*ITEMS, "workflow"])
+def test_every_caption_file_is_the_template_or_a_file_of_no_item():
+    """A table's or figure's caption is its entry's: no caption file of its own to go stale."""
+    others = [item for item in ITEMS if item not in REPORT_ITEMS]
+    assert sorted(p.stem for p in CAPTIONS.glob("*.rst")) == sorted([*others, "item", "workflow"])
 
 
 # ---- the report of a built run, in a browser ------------------------------------------------
@@ -139,14 +163,6 @@ def png_size(path: Path) -> tuple[int, int]:
     head = path.read_bytes()[:24]
     assert head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR", path
     return struct.unpack(">II", head[16:24])
-
-
-def embedded_results(report: Path) -> dict:
-    """The report's own index of its results (path → name, caption, mime type, data URI)."""
-    page = report.read_text()
-    start = page.index("var results = ", page.index('<script id="results">'))
-    line = page[start + len("var results = "):page.index("\n", start)]
-    return json.loads(line.strip().removesuffix(";"))
 
 
 def expected_files(run: Path) -> set[str]:
@@ -198,7 +214,9 @@ def test_report_holds_every_table_and_figure_with_its_caption(reported_run):
     for path, entry in results.items():
         rule = entry["job_properties"]["rule"]
         assert Path(path).stem == rule, (path, rule)
-        assert (CAPTIONS / f"{rule}.rst").exists() and entry["caption"], path
+        assert entry["caption"], path
+        if rule in REPORT_ITEMS:
+            assert f"{title(rule)}:" in entry["caption"], path
         assert f"<tt class=\"docutils literal\">{rule}</tt>" in entry["caption"], path
         if path.endswith(".png"):
             # Embedded in the page itself, byte for byte: the report is one self-contained file.

@@ -1,17 +1,26 @@
 """The report items (scripts/mtl/report_items.py): one entry per table or figure, from which the
-workflow makes one rule each; and a new table added as one entry plus its caption is planned
-and built by the workflow, with nothing else rerun."""
+workflow makes one rule each; and a new table added as one entry (its caption included) is
+planned and built by the workflow, with nothing else rerun, and captioned in the HTML report."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from workflow import REPO, TEST_CONFIG, TEST_SEEDS, clone_run, planned_jobs, snakemake
+from workflow import (
+    TEST_CONFIG,
+    TEST_SEEDS,
+    clone_run,
+    embedded_results,
+    planned_jobs,
+    snakemake,
+)
 
-from mtl.report_items import REPORT_ITEMS, Plan, available
+from mtl.report_items import REPORT_ITEMS, available
+from mtl.report_types import Plan
 
 PAPER_PLAN = Plan(sizes={"science": ["all", "20pct"], "safety": ["all"], "coding": ["all"]},
                   method="ta", density=0.5)
@@ -59,13 +68,14 @@ def test_each_item_reads_what_its_table_shows():
         "merge-ta-grid-science-all", "merge-ta-grid-safety-all", "merge-ta-grid-coding-all"]
 
 
-def test_every_item_has_its_caption():
-    for name in REPORT_ITEMS:
-        assert (REPO / "report" / f"{name}.rst").is_file(), name
+def test_every_caption_names_its_item_first():
+    for name, item in REPORT_ITEMS.items():
+        kind, number = re.fullmatch(r"(table|figure)(\d+)", name).groups()
+        assert item.caption.text.strip().startswith(f"**{kind.title()} {number}:"), name
 
 
-# A new table, as a user adds it: one function and one entry in mtl/report_items.py (and its
-# caption). It reads the heuristic-ω merge of each skill alone, which results/table5.csv's DAG
+# A new table, as a user adds it: one function and one entry in mtl/report_items.py, its caption
+# included. It reads the heuristic-ω merge of each skill alone, which results/table5.csv's DAG
 # has already built.
 NEW_ITEM = '''
 
@@ -78,6 +88,7 @@ _ITEMS.append(ReportItem(
     "table7",
     reads=lambda plan: Reads([merge_id(plan.method, "heuristic", [p]) for p in plan.pairs()]),
     make=_merged_alone,
+    caption=Caption("**Table 7: each skill merged alone.** At the heuristic ω."),
     cells=None,
 ))
 REPORT_ITEMS["table7"] = _ITEMS[-1]
@@ -89,7 +100,6 @@ def test_a_new_table_is_one_entry_and_the_workflow_builds_it(toy_run, tmp_path):
     run = clone_run(toy_run, tmp_path / "run")
     library = run / "scripts/mtl/report_items.py"
     library.write_text(library.read_text() + NEW_ITEM)
-    (run / "report/table7.rst").write_text("**Table 7.** Each skill merged alone.\n")
 
     # Planned as its own rule, named after the item, and nothing else: its inputs are built.
     assert planned_jobs(run, *TEST_CONFIG, "--", "results/table7.csv") == {("table7", "")}
@@ -101,3 +111,10 @@ def test_a_new_table_is_one_entry_and_the_workflow_builds_it(toy_run, tmp_path):
     assert record["rule"] == "table7"
     seeded = {e["path"] for e in record["inputs"]["evals"]}
     assert {f"results/evals/seed-{seed}/{m}" for seed in TEST_SEEDS for m in merged} <= seeded
+
+    # In the HTML report, captioned by its entry.
+    report = tmp_path / "report.html"
+    snakemake(run, "--report", str(report), *TEST_CONFIG, "--", "results/table7.csv")
+    caption = embedded_results(report)["results/table7.csv"]["caption"]
+    assert "Table 7: each skill merged alone." in caption and "At the heuristic ω." in caption
+    assert "<tt class=\"docutils literal\">table7</tt>" in caption  # the rule, from report/item.rst

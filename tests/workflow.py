@@ -162,6 +162,14 @@ def prov_hashes(workdir: Path) -> dict[str, str]:
     }
 
 
+
+def embedded_results(report: Path) -> dict:
+    """An HTML report's own index of its results (path → name, caption, mime type, data URI)."""
+    page = report.read_text()
+    start = page.index("var results = ", page.index('<script id="results">'))
+    line = page[start + len("var results = "):page.index("\n", start)]
+    return json.loads(line.strip().removesuffix(";"))
+
 # ---- workflow runs built in the background ---------------------------------------------------
 #
 # A workflow run that tests read (minutes of jobs, or a series of dry runs) starts when

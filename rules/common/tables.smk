@@ -1,8 +1,10 @@
 """Input and params helpers of rules/tables.smk: the report items (mtl.report_items) under this
 config."""
 
+from mtl.io import atomic_file
 from mtl.merge.recipe import compared_methods
-from mtl.report_items import REPORT_ITEMS, Plan, available
+from mtl.report_items import REPORT_ITEMS, available
+from mtl.report_types import Plan
 
 # What every item's inputs and params derive from.
 PLAN = Plan(
@@ -33,13 +35,29 @@ def report_inputs(name):
     }
 
 
+def item_caption(name):
+    """The item's caption file for the HTML report: report/item.rst after the item's own text
+    (mtl.report_items), written under .snakemake/captions/ (Snakemake reads a caption from a
+    file), rewritten only when it changed."""
+    template = (Path(workflow.basedir) / "report" / "item.rst").read_text(
+        encoding="utf-8"
+    )
+    text = REPORT_ITEMS[name].caption_template(template).encode()
+    path = Path(".snakemake", "captions", f"{name}.rst").resolve()
+    if not path.is_file() or path.read_bytes() != text:
+        with atomic_file(path, "wb") as handle:
+            handle.write(text)
+    return path
+
+
 def report_outputs(name):
     """results/<item>.csv and, for an item with a plot, results/figures/<item>.png; each with its
-    provenance record and captioned in the HTML report by report/<item>.rst."""
-    outputs = artifact(f"results/{name}.csv", report_as=name)
+    provenance record and captioned in the HTML report by `item_caption`."""
+    caption = item_caption(name)
+    outputs = artifact(f"results/{name}.csv", report_as=name, caption=caption)
     if REPORT_ITEMS[name].plot:
         figure = f"results/figures/{name}.png"
-        outputs.update(figure=reported(figure, name), figure_prov=prov(figure))
+        outputs.update(figure=reported(figure, name, caption), figure_prov=prov(figure))
     return outputs
 
 

@@ -4,91 +4,25 @@ computes it, its plot and its caption.
 An item reads evaluations and trained models, named by their ids under a seed's folder
 (mtl.targets) and derived from the config's `Plan`; its function turns the long results table
 (mtl.results.collect over those folders) into the item's CSV; a table's cells are noted in its
-provenance record (`mtl-audit --cells`). Its caption is report/<name>.rst, and its rule, named
-after it, comes from the loop over REPORT_ITEMS in rules/tables.smk; one step program,
-scripts/report_item.py, serves every item. A new table is one function and one entry here,
-plus its caption.
+provenance record (`mtl-audit --cells`). Its caption in the HTML report is report/item.rst with
+the entry's `Caption`; its rule, named after it, comes from the loop over REPORT_ITEMS in
+rules/tables.smk; one step program, scripts/report_item.py, serves every item. A new table is
+one function and one entry here (what an entry holds: mtl.report_types).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import pandas as pd
 
 from mtl import figures, tables
-from mtl.io import write_csv
 from mtl.merge import METHODS
-from mtl.merge.recipe import COMPARABLE
 from mtl.provenance import Step
+from mtl.report_types import Caption, Params, Plan, Reads, ReportItem
 from mtl.targets import Pair, merge_id, skillset_id, trained_ids
-
-Params = Mapping[str, Any]  # the rule's params: suites, skills, seeds, method, the item's own
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What the items' inputs and params derive from: the config's skills in paper order, each
-    with its data sizes (the first is the size every item but Table 2 uses), the table method's
-    tag (the config's merge method), DARE's density and the methods the comparison shows."""
-
-    sizes: Mapping[str, Sequence[str]]
-    method: str
-    density: float
-    # The methods Table 6 and Figure 3 compare, by registry name (mtl.merge.compared_methods).
-    compared: Sequence[str] = COMPARABLE
-
-    def pairs(self, skills: Iterable[str] | None = None) -> list[Pair]:
-        """(skill, first size) of every skill, or of those of `skills` the config has."""
-        wanted = list(self.sizes) if skills is None else list(skills)
-        return [(skill, self.sizes[skill][0]) for skill in self.sizes if skill in wanted]
-
-
-@dataclass(frozen=True)
-class Reads:
-    """Evaluation and trained-model ids an item reads under each seed's folder (the models'
-    training records give the steps); θ_G's evaluation and model are read besides."""
-
-    evals: list[str]
-    models: list[str] = field(default_factory=list)
-    # Evaluations also read on the development sets (where the config has them): Table 3's
-    # held-out ω is chosen there.
-    dev: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class ReportItem:
-    """One table or figure: results/<name>.csv (and results/figures/<name>.png with a plot).
-
-    `reads` the ids it needs under the config's plan; `make` computes the CSV from the results
-    table and the rule's params; `plot` draws it (data, results, params, path); `params` are the
-    item's own params beside the shared ones; `needs` a skill without which the config cannot make
-    it; `config_keys` the config its provenance record keeps; `cells` the label columns of a
-    table whose score cells are noted (None for a figure's data); `notes` records more cells.
-    """
-
-    name: str
-    reads: Callable[[Plan], Reads]
-    make: Callable[[pd.DataFrame, Params], pd.DataFrame]
-    plot: Callable[[pd.DataFrame, pd.DataFrame, Params, str], None] | None = None
-    params: Callable[[Plan], dict[str, Any]] = lambda plan: {}
-    needs: str | None = None
-    config_keys: tuple[str, ...] = ("seeds", "evaluation", "merge")
-    cells: tuple[str, ...] | None = ("model",)
-    notes: Callable[[pd.DataFrame, Step, list[str], Params], None] | None = None
-
-    def write(self, data: pd.DataFrame, path: str, *, step: Step, evals: list[str],
-              params: Params) -> None:
-        """The CSV at `path`; a table's cells (and any further `notes`) in `step`'s record."""
-        if self.cells is None:
-            write_csv(data, path)
-            return
-        tables.write_table(data, path, step=step, evals=evals, label_columns=self.cells)
-        if self.notes:
-            self.notes(data, step, evals, params)
 
 
 def tag(name: str) -> str:
@@ -214,6 +148,24 @@ _ITEMS = [
         params=lambda plan: {"sizes": list(plan.sizes.get(TABLE2_SKILL, []))},
         needs=TABLE2_SKILL,
         config_keys=("seeds", "evaluation", "merge", "data"),
+        caption=Caption(
+            r"""
+            **Table 2: science across data sizes.** θ_G (the general model), and the best CFT (θ_G
+            trained further on science data), the best RT (θ_pre retrained on the general mix plus
+            the science data) and the best PTM (θ_G + ω·τ_science, τ = θ_D − θ_pre) over the
+            configured science data sizes, each with the size and ω it was found at and the
+            optimizer steps it trained: the paper's cost comparison (PTM trains on the skill data
+            alone; RT trains on everything again). Scores in percent: General, Science (and the
+            other suites).
+            """,
+            choice=r"""
+            Each "best" row is chosen as the paper chose it, over the science data sizes (and, for
+            PTM, over the ω grid too); the table's ``notes`` say exactly how, and on which numbers.
+            """,
+            steps=True,
+            config='science sizes {{ snakemake.config["data"]["skills"]["science"]["sizes"]'
+            '|join(", ") }}',
+        ),
     ),
     ReportItem(
         "table3",
@@ -223,6 +175,25 @@ _ITEMS = [
             table, figures.figure1(results, p["skills"], p["method"]), path),
         config_keys=("seeds", "evaluation", "merge", "training"),
         cells=("skill", "procedure"),
+        caption=Caption(
+            r"""
+            **Table 3: adding one skill by CFT, RT or PTM, against θ_G.** One block of rows per
+            skill (the first data size of each): θ_G (the general model, the baseline); CFT (θ_G
+            trained further on the skill data D); RT (θ_pre retrained on the general mix G ∪ D); PTM
+            at the heuristic ω = \|D\|/\|G\| and PTM at the best ω of the grid (θ_G + ω·τ_D, τ_D =
+            θ_D − θ_pre). Columns: General, the skill's score and ExRef in percent, their percent
+            change against θ_G (as the paper's Table 3 reports it), and the optimizer steps each
+            procedure trained (PTM: those of θ_D).
+
+            ``table3.csv`` is the table; ``table3.png`` plots General against the skill score for
+            each procedure, one panel per skill, with PTM's path along the ω grid.
+            """,
+            choice=r"""
+            "PTM best ω" is the grid point with the highest skill score, the smallest ω among ties;
+            the table's ``notes`` say on which numbers it was picked.
+            """,
+            steps=True,
+        ),
     ),
     ReportItem(
         "table4",
@@ -230,12 +201,31 @@ _ITEMS = [
             [merge_id(plan.method, "heuristic", plan.pairs()), *_together(plan)],
             [*_together(plan), *_ptm(plan)]),
         make=lambda results, p: tables.table4(results, p["skills"], method=p["method"]),
+        caption=Caption(
+            r"""
+            **Table 4: all three skills at once.** θ_G; PTM, the three-skill task-arithmetic merge
+            θ_G + Σ_k ω_k·τ_k at the heuristic ω_k = \|D_k\|/\|G\|; CFT (θ_G trained further on D1 ∪
+            D2 ∪ D3); RT (θ_pre retrained on G ∪ D1 ∪ D2 ∪ D3). Columns: General, Science, Safety,
+            Coding and ExRef (compliance on safe prompts that look unsafe: exaggerated refusals), in
+            percent, with the ω of each skill and the training steps.
+            """,
+            steps=True,
+        ),
     ),
     ReportItem(
         "table5",
         reads=_table5_reads,
         make=lambda results, p: tables.table5(results, p["skills"], method=p["method"]),
         notes=_omega_cells,
+        caption=Caption(
+            r"""
+            **Table 5: merging skills at the heuristic ω.** θ_G, then each skill alone, every pair,
+            and all skills merged with the config's merge method (task arithmetic: θ_G + Σ_k
+            ω_k·τ_k), each ω_k = \|D_k\|/\|G\| (the paper's heuristic, no held-out data): the
+            ``omega_<skill>`` columns, empty where a skill is not merged. Columns: every suite's
+            score in percent; the pairs show how skills interfere.
+            """,
+        ),
     ),
     ReportItem(
         "table6",
@@ -245,6 +235,16 @@ _ITEMS = [
         params=lambda plan: {"methods": [tag(name) for name in plan.compared],
                              "density": plan.density},
         cells=("merge", "model"),
+        caption=Caption(
+            r"""
+            **Table 6: other merge methods on the three-skill merge.** The three-skill merge at the
+            heuristic ω = \|D_k\|/\|G\| with task arithmetic (TA), TIES (trim to the largest
+            entries, elect a sign, merge those that agree), DARE (drop each task-vector entry with
+            probability 1 − density, rescale the survivors) and DARE-TIES, at the configured density
+            (the paper's appendix: 0.5). Columns: every suite's score in percent.
+            """,
+            config='density {{ snakemake.config["merge"]["density"] }}',
+        ),
     ),
     ReportItem(
         "figure1",
@@ -253,6 +253,15 @@ _ITEMS = [
         plot=_figure(figures.plot_figure1),
         config_keys=("seeds", "merge"),
         cells=None,
+        caption=Caption(
+            r"""
+            **Figure 1: General against each skill along the ω grid.** One panel per skill: task
+            arithmetic θ_G + ω·τ_skill at every ω of the grid, the General and skill scores in
+            percent (the line is the mean over seeds, the band the spread over seeds), the heuristic
+            ω = \|D\|/\|G\| marked. ``figure1.png`` is the plot; ``figure1.csv`` every plotted
+            number, one row per skill and ω (with θ_G's scores as the baseline columns).
+            """,
+        ),
     ),
     ReportItem(
         "figure2",
@@ -265,6 +274,16 @@ _ITEMS = [
         needs=FIGURE2_SKILLS[0],
         config_keys=("seeds", "merge"),
         cells=None,
+        caption=Caption(
+            r"""
+            **Figure 2: WiSE-FT with all of D against D plus matching general data.** Per skill (the
+            paper shows science): WiSE-FT, (1 − ω)·θ_G + ω·θ_CFT, along the ω grid, once with θ_CFT
+            trained on the skill data alone (``cft``) and once on the skill data plus as many
+            general examples (``cft-match``). General against the skill score, in percent, mean over
+            seeds with the spread. ``figure2.png`` is the plot; ``figure2.csv`` every plotted
+            number.
+            """,
+        ),
     ),
     ReportItem(
         "figure3",
@@ -276,6 +295,14 @@ _ITEMS = [
                              "compared": [tag(name) for name in plan.compared]},
         config_keys=("seeds", "merge"),
         cells=None,
+        caption=Caption(
+            r"""
+            **Figure 3: the three ways to merge one skill.** Per skill, along the ω grid: task
+            arithmetic θ_G + ω·τ_D, linear interpolation (1 − ω)·θ_G + ω·θ_D and WiSE-FT (1 − ω)·θ_G
+            + ω·θ_CFT; General against the skill score in percent, mean over seeds with the spread.
+            ``figure3.png`` is the plot; ``figure3.csv`` every plotted number.
+            """,
+        ),
     ),
     ReportItem(
         "figure4",
@@ -286,6 +313,15 @@ _ITEMS = [
         needs="safety",
         config_keys=("seeds", "merge"),
         cells=None,
+        caption=Caption(
+            r"""
+            **Figure 4: General against exaggerated refusals, along the safety ω grid.** For each
+            merge method, the safety merge at every ω of the grid: General score against ExRef
+            (compliance on safe prompts that look unsafe; lower means more exaggerated refusals), in
+            percent, mean over seeds with the spread. ``figure4.png`` is the plot; ``figure4.csv``
+            every plotted number.
+            """,
+        ),
     ),
     ReportItem(
         "figure5",
@@ -295,6 +331,15 @@ _ITEMS = [
         needs="safety",
         config_keys=("seeds", "merge"),
         cells=None,
+        caption=Caption(
+            r"""
+            **Figure 5: General against exaggerated refusals, every safety-trained model.** Each
+            model trained on safety data (CFT, RT and PTM points) at General against ExRef
+            (compliance on safe prompts that look unsafe), in percent, mean over seeds with the
+            spread: whether adding safety makes the model refuse what it should answer.
+            ``figure5.png`` is the plot; ``figure5.csv`` every plotted number.
+            """,
+        ),
     ),
 ]
 REPORT_ITEMS: dict[str, ReportItem] = {item.name: item for item in _ITEMS}
