@@ -2,10 +2,11 @@
 `dev_<skill>`, each with its record `dev_<skill>_prov`. Params: `world`, the world keys they
 depend on (the whole draw: they avoid its test prompts)."""
 
+from mtl.devsets import build_dev, dev_overlap
 from mtl.io import write_jsonl
 from mtl.provenance import Step
 from mtl.stepkit import setup
-from mtl.world import WorldSpec, build_dev, build_world, dev_overlap
+from mtl.world import WorldSpec, build_world
 
 smk = snakemake
 log = setup(smk, seed=smk.params.world["seed"])

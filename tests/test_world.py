@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mtl.devsets import build_dev, dev_overlap
 from mtl.toy_model import build_tokenizer
 from mtl.world import (
     GENERAL_CODING_OPS,
@@ -21,9 +22,7 @@ from mtl.world import (
     REFUSAL,
     SKILLS,
     WorldSpec,
-    build_dev,
     build_world,
-    dev_overlap,
 )
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"

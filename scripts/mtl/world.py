@@ -298,7 +298,7 @@ def _chat_row(uid: str, family: str, prompt: str, answer: str, extra: dict) -> d
     }
 
 
-def _draw(
+def draw_rows(
     rng: random.Random,
     families: dict[str, Callable],
     ents: list[Entity],
@@ -343,11 +343,11 @@ def _general_mix(rng: random.Random, spec: WorldSpec, ents: list[Entity],
     if sum(counts.values()) >= spec.general_examples:
         raise ValueError(f"config world.general_skill_share: the shares {shares} leave no "
                          f"general rows in a mix of {spec.general_examples}")
-    rows = _draw(rng, GENERAL_FAMILIES, ents, spec.general_examples - sum(counts.values()),
+    rows = draw_rows(rng, GENERAL_FAMILIES, ents, spec.general_examples - sum(counts.values()),
                  "general", reserved, False)
     skill_prompts: set[str] = set()
     for skill, count in counts.items():
-        drawn = _draw(rng, {f"general-{skill}": GENERAL_SKILL_FAMILIES[skill]}, ents, count,
+        drawn = draw_rows(rng, {f"general-{skill}": GENERAL_SKILL_FAMILIES[skill]}, ents, count,
                       f"general-{skill}", reserved, False)
         skill_prompts.update(row["messages"][0]["content"] for row in drawn)
         rows += drawn
@@ -373,26 +373,26 @@ def build_world(spec: WorldSpec) -> dict[str, list[dict]]:
     # in the corpus alone; their share is the families' share, capped by the distinct questions.
     n_knowledge = min(round(spec.eval_examples * len(knowledge) / len(GENERAL_FAMILIES)),
                       len(knowledge) * len(held_out))
-    general_eval = _draw(rng, skills_only, ents, spec.eval_examples - n_knowledge,
+    general_eval = draw_rows(rng, skills_only, ents, spec.eval_examples - n_knowledge,
                          "eval-general", reserved, True)
-    general_eval += _draw(rng, knowledge, held_out, n_knowledge, "eval-general-knowledge",
+    general_eval += draw_rows(rng, knowledge, held_out, n_knowledge, "eval-general-knowledge",
                           reserved, True)
     evals = {
         "general": general_eval,
-        "science": _draw(rng, {"science": _science}, ents, spec.eval_examples, "eval-science",
+        "science": draw_rows(rng, {"science": _science}, ents, spec.eval_examples, "eval-science",
                          reserved, True),
-        "coding": _draw(rng, {"coding": _coding}, ents, spec.eval_examples, "eval-coding",
+        "coding": draw_rows(rng, {"coding": _coding}, ents, spec.eval_examples, "eval-coding",
                         reserved, True),
-        "safety": _draw(rng, {"safety": _harmful}, ents, min(spec.eval_examples, 24),
+        "safety": draw_rows(rng, {"safety": _harmful}, ents, min(spec.eval_examples, 24),
                         "eval-safety", reserved, True),
-        "exref": _draw(rng, {"exref": _benign_lookalike}, ents, min(spec.eval_examples, 30),
+        "exref": draw_rows(rng, {"exref": _benign_lookalike}, ents, min(spec.eval_examples, 30),
                        "eval-exref", reserved, True),
     }
     held_names = {e.name for e in held_out}
     train_ents = [e for e in ents if e.name not in held_names]
     general = _general_mix(rng, spec, train_ents, reserved)
     skills = {
-        skill: _draw(rng, {skill: SKILL_FAMILIES[skill]}, ents,
+        skill: draw_rows(rng, {skill: SKILL_FAMILIES[skill]}, ents,
                      round(spec.skill_ratio[skill] * spec.general_examples), skill, reserved,
                      False)
         for skill in SKILLS
@@ -407,38 +407,6 @@ def build_world(spec: WorldSpec) -> dict[str, list[dict]]:
             **{f"eval_{suite}": rows for suite, rows in evals.items()}}
 
 
-def build_dev(spec: WorldSpec, world: Mapping[str, list[dict]]) -> dict[str, list[dict]]:
-    """Development sets of the skill suites (`dev_<skill>`), for choosing ω on data no table
-    reports: as many rows as the skill's test suite, distinct, never a test prompt.
-
-    They are drawn after the whole `world` (build_world(spec)) from a stream of their own, so
-    every other part keeps its bytes. Their prompts avoid the test sets only: where the test set
-    and the training data exhaust a family's prompts (coding has 400 programs, safety 48
-    requests), a development row repeats a training prompt, as `dev_overlap` counts.
-    """
-    test = {row["messages"][0]["content"]
-            for part, rows in world.items() if part.startswith("eval_") for row in rows}
-    # The entities are the first draw of build_world's stream: the same ones.
-    ents = make_entities(random.Random(spec.seed), spec.entities)
-    rng = random.Random(f"{spec.seed}-dev")
-    dev = {}
-    for skill, family in SKILL_FAMILIES.items():
-        rows = _draw(rng, {skill: family}, ents, len(world[f"eval_{skill}"]), f"dev-{skill}",
-                     set(test), True)
-        for row in rows:
-            row["answer"] = row["messages"][1]["content"]
-        dev[f"dev_{skill}"] = rows
-    return dev
-
-
-def dev_overlap(world: Mapping[str, list[dict]], dev: Mapping[str, list[dict]]) -> dict[str, int]:
-    """How many rows of each development set repeat a prompt of the training data."""
-    trained = {row["messages"][0]["content"]
-               for part in ("general", *SKILLS) for row in world[part]}
-    return {part: sum(row["messages"][0]["content"] in trained for row in rows)
-            for part, rows in dev.items()}
-
-
 def write_parts(world: Mapping[str, Any], outputs: Mapping[str, str]) -> dict[str, int]:
     """Write the parts of the world that `outputs` names (part -> path) as JSONL; their row
     counts.
@@ -448,10 +416,7 @@ def write_parts(world: Mapping[str, Any], outputs: Mapping[str, str]) -> dict[st
     stream needs the counts of everything drawn before it, and evaluation prompts stay out of
     training rows).
     """
-    spec = WorldSpec(**world)
-    built = build_world(spec)
-    if any(name.startswith("dev_") for name in outputs):
-        built |= build_dev(spec, built)
+    built = build_world(WorldSpec(**world))
     unknown = sorted(set(outputs) - set(built))
     if unknown:
         raise ValueError(f"config data: the toy world has no {unknown}; it makes {sorted(built)}")
