@@ -1,11 +1,10 @@
 """The method registry is the one place a merge method is declared: the config schema's
 `merge` section, recipes, labels and docs derive from it or are held to it here; a new method
-is one new file, which the workflow plans without any other edit; the library has no import
-circle."""
+is one new file, which the workflow plans without any other edit (the library's import circles:
+test_style.py)."""
 
 from __future__ import annotations
 
-import ast
 import textwrap
 from pathlib import Path
 
@@ -17,8 +16,6 @@ from mtl.merge import METHODS, OPTIONS, MergeError, Recipe
 from mtl.merge.config import merge_config
 from mtl.merge.recipe import merge_schema
 from mtl.tables import METHOD_LABEL
-
-LIBRARY = REPO / "scripts/mtl"
 
 
 def test_schema_is_the_registry() -> None:
@@ -72,40 +69,6 @@ def test_labels_and_docs_name_every_method() -> None:
         assert f"`{name}`" in engine_doc and f"merge-{method.tag}-" in engine_doc, name
     for name in merge_schema()["properties"]:
         assert f"`merge.{name}`" in config_doc, name
-
-
-def _imports(path: Path) -> set[str]:
-    """The mtl modules a library file imports, at run time or for type checking."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mtl"):
-            found.add(node.module)
-        elif isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.startswith("mtl")}
-    return found
-
-
-def test_the_merge_library_has_no_import_circle() -> None:
-    modules = {}
-    for path in (LIBRARY / "merge").rglob("*.py"):
-        parts = path.relative_to(LIBRARY.parent).with_suffix("").parts
-        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-        modules[name] = _imports(path) - {name}
-    # A package's __init__ imports its submodules; a submodule importing its package for
-    # registration is not a circle through other modules.
-    graph = {
-        name: {m for m in deps if m in modules and not name.startswith(m + ".")}
-        for name, deps in modules.items()
-    }
-
-    def visit(name: str, path: tuple[str, ...]) -> None:
-        for dep in graph[name]:
-            assert dep not in path, f"import circle: {' → '.join((*path, dep))}"
-            visit(dep, (*path, dep))
-
-    for name in graph:
-        if not name.endswith(".merge"):  # the package imports everything it exports
-            visit(name, (name,))
 
 
 HALFWAY = '''
