@@ -400,6 +400,7 @@ PROCEDURE_STYLE = {  # marker, color
     "RT": ("^", "tab:blue"),
     "PTM heuristic ω": ("*", "tab:orange"),
     "PTM best ω": ("D", "tab:orange"),
+    "PTM held-out ω": ("P", "tab:orange"),
 }
 
 

@@ -28,7 +28,8 @@ class Plan:
     sizes: Mapping[str, Sequence[str]]
     method: str
     density: float
-    # The methods Table 6 and Figure 3 compare, by registry name (mtl.merge.recipe.compared_methods).
+    # The methods Table 6 and Figure 3 compare, by registry name
+    # (mtl.merge.recipe.compared_methods).
     compared: Sequence[str] = COMPARABLE
 
     def pairs(self, skills: Iterable[str] | None = None) -> list[Pair]:
