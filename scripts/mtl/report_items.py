@@ -180,17 +180,20 @@ _ITEMS = [
             **Table 3: adding one skill by CFT, RT or PTM, against θ_G.** One block of rows per
             skill (the first data size of each): θ_G (the general model, the baseline); CFT (θ_G
             trained further on the skill data D); RT (θ_pre retrained on the general mix G ∪ D); PTM
-            at the heuristic ω = \|D\|/\|G\| and PTM at the best ω of the grid (θ_G + ω·τ_D, τ_D =
-            θ_D − θ_pre). Columns: General, the skill's score and ExRef in percent, their percent
-            change against θ_G (as the paper's Table 3 reports it), and the optimizer steps each
-            procedure trained (PTM: those of θ_D).
+            at the heuristic ω = \|D\|/\|G\|, PTM at the ω chosen on the skill's development set
+            (where the config has one; its test scores) and PTM at the best ω of the grid (θ_G +
+            ω·τ_D, τ_D = θ_D − θ_pre). Columns: General, the skill's score and ExRef in percent,
+            their percent change against θ_G (as the paper's Table 3 reports it), and the
+            optimizer steps each procedure trained (PTM: those of θ_D).
 
             ``table3.csv`` is the table; ``table3.png`` plots General against the skill score for
             each procedure, one panel per skill, with PTM's path along the ω grid.
             """,
             choice=r"""
-            "PTM best ω" is the grid point with the highest skill score, the smallest ω among ties;
-            the table's ``notes`` say on which numbers it was picked.
+            "PTM best ω" is the grid point with the highest skill score on the test set itself (an
+            upper bound on tuning), "PTM held-out ω" the one with the highest score on the
+            development set; the smallest ω among ties; the table's ``notes`` say on which numbers
+            each was picked.
             """,
             steps=True,
         ),
@@ -237,11 +240,13 @@ _ITEMS = [
         cells=("merge", "model"),
         caption=Caption(
             r"""
-            **Table 6: other merge methods on the three-skill merge.** The three-skill merge at the
-            heuristic ω = \|D_k\|/\|G\| with task arithmetic (TA), TIES (trim to the largest
-            entries, elect a sign, merge those that agree), DARE (drop each task-vector entry with
-            probability 1 − density, rescale the survivors) and DARE-TIES, at the configured density
-            (the paper's appendix: 0.5). Columns: every suite's score in percent.
+            **Table 6: merge methods compared.** Each method of ``merge.compare`` at the heuristic
+            ω = \|D_k\|/\|G\|: first the merge of every skill (methods that merge any number),
+            then each skill alone (``merge``). The paper's appendix compares task arithmetic with
+            TIES (trim to the largest entries, elect a sign, merge those that agree) and DARE (drop
+            each task-vector entry with probability 1 − density, rescale the survivors) at density
+            0.5; the engine's other methods are in docs/merge-engine.md. Columns: every suite's
+            score in percent, the ω of each skill.
             """,
             config='density {{ snakemake.config["merge"]["density"] }}',
         ),
@@ -297,10 +302,12 @@ _ITEMS = [
         cells=None,
         caption=Caption(
             r"""
-            **Figure 3: the three ways to merge one skill.** Per skill, along the ω grid: task
+            **Figure 3: the ways to merge one skill.** Per skill, along the ω grid (lines): task
             arithmetic θ_G + ω·τ_D, linear interpolation (1 − ω)·θ_G + ω·θ_D and WiSE-FT (1 − ω)·θ_G
-            + ω·θ_CFT; General against the skill score in percent, mean over seeds with the spread.
-            ``figure3.png`` is the plot; ``figure3.csv`` every plotted number.
+            + ω·θ_CFT; and each method of ``merge.compare`` merging the skill alone at the heuristic
+            ω (markers, as in Table 6). General against the skill score in percent, mean over seeds
+            with the spread. ``figure3.png`` is the plot; ``figure3.csv`` every plotted number
+            (``kind``: grid or heuristic).
             """,
         ),
     ),
