@@ -21,13 +21,13 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from mtl.results import development
 from mtl.suites import SKILLS
 from mtl.tables import (
     PTM_METHOD,
     SUITE_COLUMN,
     baseline,
     best_of,
+    development_table,
     held_out_of,
     pick,
     results_table,
@@ -101,8 +101,8 @@ def _points(agg: pd.DataFrame, dev: pd.DataFrame, skill: str,
         "PTM heuristic": best_of(agg, column, regime="merge", skills=skill, method=method,
                                  weighting="heuristic", size=ptm["size"]),
     }
-    if not pick(dev, **grid).empty:
-        held_out = held_out_of(agg, dev, column, **grid)
+    held_out = held_out_of(agg, dev, column, **grid)
+    if held_out is not None:
         points["PTM held-out"] = held_out
         points["PTM heuristic (held-out size)"] = best_of(
             agg, column, regime="merge", skills=skill, method=method, weighting="heuristic",
@@ -127,8 +127,7 @@ def claims(frame: pd.DataFrame, skills: Sequence[str] = SKILLS,
     holds when every one of its rows does."""
     agg = results_table(frame)
     base_point = baseline(agg)
-    dev_rows = development(frame)
-    dev = results_table(dev_rows) if not dev_rows.empty else agg.iloc[:0]
+    dev = development_table(frame)
     rows = []
     chosen = {skill: _points(agg, dev, skill, method) for skill in skills}
     for skill, points in chosen.items():

@@ -175,9 +175,20 @@ def best_of(agg: pd.DataFrame, column: str, **kind: str) -> pd.Series:
     return best(candidates, column)
 
 
-def held_out_of(points: pd.DataFrame, dev: pd.DataFrame, column: str, **kind: str) -> pd.Series:
+def development_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The development sets' points averaged over seeds, as results_table averages the test
+    sets'; empty when the frame has none."""
+    rows = development(frame)
+    return results_table(rows) if not rows.empty else pd.DataFrame(columns=POINT)
+
+
+def held_out_of(points: pd.DataFrame, dev: pd.DataFrame, column: str,
+                **kind: str) -> pd.Series | None:
     """The point of `points` (test scores) at the size and ω whose mean `column` on the
-    development sets (`dev`, aggregated as `points`) is highest among the points of one kind."""
+    development sets (`dev`, development_table's) is highest among the points of one kind;
+    None when the development sets hold no point of that kind."""
+    if pick(dev, **kind).empty:
+        return None
     chosen = best_of(dev, column, **kind)
     found = pick(points, **kind)
     found = found[(found["size"] == chosen["size"]) & (found["omega"] == chosen["omega"])]
@@ -251,8 +262,7 @@ def table3(frame: pd.DataFrame, skills: Iterable[str] = SKILLS,
     wide = per_seed(frame)
     agg = aggregate(wide)
     base = baseline(agg)
-    dev_rows = development(frame)
-    dev = results_table(dev_rows) if not dev_rows.empty else agg.iloc[:0]
+    dev = development_table(frame)
     rows = []
     for skill in skills:
         column = SUITE_COLUMN[skill]
@@ -279,9 +289,10 @@ def table3(frame: pd.DataFrame, skills: Iterable[str] = SKILLS,
                                    method=method, weighting="grid"),
              BEST_RULE.format(column=column, over=" over sizes and the ω grid")),
         ]
-        grid = {"regime": "merge", "skills": skill, "method": method, "weighting": "grid"}
-        if not pick(dev, **grid).empty:
-            chosen.insert(4, ("PTM held-out ω", held_out_of(points, dev, column, **grid),
+        held_out = held_out_of(points, dev, column, regime="merge", skills=skill,
+                               method=method, weighting="grid")
+        if held_out is not None:
+            chosen.insert(4, ("PTM held-out ω", held_out,
                               BEST_RULE.format(column=column + " on the development set",
                                                over=" over sizes and the ω grid")
                               + "; test scores at that ω"))
